@@ -1,0 +1,82 @@
+"""GPU monitoring API: NVIDIA GPU metrics from Prometheus as a clean REST API."""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Mapping
+
+from flask import Flask, Response, g, request
+from flask_cors import CORS
+
+__version__ = "0.1.0"
+
+logger = logging.getLogger(__name__)
+access_logger = logging.getLogger("app.access")
+
+
+def create_app(overrides: Mapping[str, str] | None = None) -> Flask:
+    """Build the Flask app from the environment, with `overrides` taking precedence."""
+    # Imports here keep `app.__version__` importable by setup tools without Flask's deps.
+    from app.api import debug, gpu, health
+    from app.config import configure_logging, load_config
+    from app.dialects.selector import DialectSelector
+    from app.errors import register_error_handlers
+    from app.json import OrjsonProvider
+    from app.prometheus.client import ClientSettings, PrometheusClient
+    from app.state import EXTENSION_KEY, AppState
+
+    config = load_config({**os.environ, **(overrides or {})})
+    configure_logging(config.log_level)
+
+    app = Flask(__name__)
+    app.json = OrjsonProvider(app)
+    prometheus = PrometheusClient(
+        ClientSettings(
+            base_url=config.prometheus_url,
+            timeout=config.prometheus_timeout,
+            deadline=config.request_deadline,
+            threads=config.query_threads,
+            retries=config.prometheus_retries,
+        )
+    )
+    state = AppState(config=config, prometheus=prometheus, dialects=DialectSelector())
+    app.extensions[EXTENSION_KEY] = state
+
+    CORS(
+        app,
+        # A lone "*" is sent as "*", as the original backend did; a list is matched per origin.
+        resources={r"/*": {"origins": "*" if config.cors_origins == ("*",)
+                           else list(config.cors_origins)}},
+        methods=["GET", "HEAD", "OPTIONS"],
+        allow_headers=["Content-Type", "Authorization", "If-None-Match"],
+        expose_headers=["ETag"],
+        max_age=86400,
+    )
+    app.register_blueprint(health.bp)
+    app.register_blueprint(gpu.bp)
+    if config.debug_endpoints:
+        logger.warning("debug endpoints are ENABLED under /debug: do not expose this service")
+        app.register_blueprint(debug.bp)
+    register_error_handlers(app)
+    _register_access_log(app, state)
+    logger.info("serving GPU metrics from Prometheus at %s", prometheus.display_url)
+    return app
+
+
+def _register_access_log(app: Flask, state: object) -> None:
+    """One line per request: method, path, status, duration."""
+
+    @app.before_request
+    def start_timer() -> None:
+        g.started = time.perf_counter()
+
+    @app.after_request
+    def log_request(response: Response) -> Response:
+        elapsed_ms = (time.perf_counter() - g.get("started", time.perf_counter())) * 1000
+        state.stats.record(response.status_code)  # type: ignore[attr-defined]
+        access_logger.info(
+            "%s %s %d %.1fms", request.method, request.path, response.status_code, elapsed_ms
+        )
+        return response

@@ -1,0 +1,1 @@
+"""HTTP layer: thin blueprints; envelope.py is the only place the envelope is built."""

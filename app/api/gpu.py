@@ -1,0 +1,37 @@
+"""GPU endpoints: list GPUs and GPU processes."""
+
+from __future__ import annotations
+
+from flask import Blueprint, Response, request
+
+from app.api.envelope import ok
+from app.schemas.args import GpuFilterArgsSchema, load_args
+from app.schemas.gpu import GpuProcessSchema, GpuSchema
+from app.services.gpus import list_gpus, list_processes
+from app.state import get_state
+
+bp = Blueprint("gpu", __name__, url_prefix="/api/v1/gpu")
+
+_filter_args = GpuFilterArgsSchema()
+_gpus = GpuSchema(many=True)
+_processes = GpuProcessSchema(many=True)
+
+
+@bp.get("/metrics")
+def gpu_metrics() -> Response:
+    """List every GPU with its utilization, memory, temperature and workload."""
+    filters = load_args(_filter_args, request.args)
+    state = get_state()
+    gpus = list_gpus(state.prometheus, state.dialects.current(state.prometheus), filters)
+    return ok(_gpus.dump(gpus), "GPU metrics retrieved successfully")
+
+
+@bp.get("/processes")
+def gpu_processes() -> Response:
+    """List every process holding GPU memory."""
+    filters = load_args(_filter_args, request.args)
+    state = get_state()
+    processes = list_processes(
+        state.prometheus, state.dialects.current(state.prometheus), filters
+    )
+    return ok(_processes.dump(processes), "GPU processes retrieved successfully")

@@ -1,0 +1,144 @@
+"""One configuration object, read from the environment in one place."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import TypeVar
+from urllib.parse import urlsplit
+
+T = TypeVar("T")
+
+LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
+
+
+class ConfigError(ValueError):
+    """A configuration value is missing or malformed; the message names the variable."""
+
+
+@dataclass(frozen=True)
+class Config:
+    """Settings of one service process; every field has a documented environment variable."""
+
+    prometheus_url: str = "http://localhost:9090"
+    port: int = 8080
+    log_level: str = "info"
+    # Read timeout of one PromQL query; Prometheus is asked to give up a little earlier.
+    prometheus_timeout: float = 10.0
+    # Budget of one API request's whole fan-out; below gunicorn's worker timeout.
+    request_deadline: float = 20.0
+    # Threads issuing PromQL in parallel, per worker process.
+    query_threads: int = 8
+    # Retries of a failed connection or a 502/503/504 answer (reads are idempotent).
+    prometheus_retries: int = 2
+    cors_origins: tuple[str, ...] = ("*",)
+    debug_endpoints: bool = False
+
+
+def _parse_int(text: str, minimum: int, maximum: int) -> int:
+    value = int(text)
+    if not minimum <= value <= maximum:
+        raise ValueError(f"must be between {minimum} and {maximum}")
+    return value
+
+
+def _parse_seconds(text: str) -> float:
+    value = float(text)
+    if not 0 < value <= 3600:
+        raise ValueError("must be a number of seconds between 0 and 3600")
+    return value
+
+
+def _parse_bool(text: str) -> bool:
+    lowered = text.strip().lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off", ""):
+        return False
+    raise ValueError("must be true or false")
+
+
+def _parse_url(text: str) -> str:
+    parts = urlsplit(text.strip())
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError("must be an http:// or https:// URL such as http://prometheus:9090")
+    if parts.query or parts.fragment:
+        raise ValueError("must not carry a query string or fragment")
+    # A path prefix (VictoriaMetrics /prometheus, a proxy's /prometheus) is kept; "/" is not.
+    return text.strip().rstrip("/")
+
+
+def _parse_log_level(text: str) -> str:
+    lowered = text.strip().lower()
+    if lowered not in LOG_LEVELS:
+        raise ValueError(f"must be one of {', '.join(LOG_LEVELS)}")
+    return lowered
+
+
+def _parse_origins(text: str) -> tuple[str, ...]:
+    origins = tuple(part.strip() for part in text.split(",") if part.strip())
+    if not origins:
+        raise ValueError("must list at least one origin, or *")
+    for origin in origins:
+        if origin != "*" and urlsplit(origin).scheme not in ("http", "https"):
+            raise ValueError(f"{origin!r} is not * or an http(s) origin")
+    return origins
+
+
+def _read(
+    environ: Mapping[str, str], name: str, parse: Callable[[str], T], default: T
+) -> T:
+    raw = environ.get(name)
+    if raw is None:
+        return default
+    try:
+        return parse(raw)
+    except ValueError as exc:
+        raise ConfigError(f"{name}={raw!r} is invalid: {exc}") from None
+
+
+def load_config(environ: Mapping[str, str]) -> Config:
+    """Build the Config from environment-style variables, naming any bad one."""
+    defaults = Config()
+    config = Config(
+        prometheus_url=_read(environ, "PROMETHEUS_URL", _parse_url, defaults.prometheus_url),
+        port=_read(environ, "PORT", lambda t: _parse_int(t, 1, 65535), defaults.port),
+        log_level=_read(environ, "LOG_LEVEL", _parse_log_level, defaults.log_level),
+        prometheus_timeout=_read(
+            environ, "PROMETHEUS_TIMEOUT", _parse_seconds, defaults.prometheus_timeout
+        ),
+        request_deadline=_read(
+            environ, "REQUEST_DEADLINE", _parse_seconds, defaults.request_deadline
+        ),
+        query_threads=_read(
+            environ, "QUERY_THREADS", lambda t: _parse_int(t, 1, 64), defaults.query_threads
+        ),
+        prometheus_retries=_read(
+            environ, "PROMETHEUS_RETRIES", lambda t: _parse_int(t, 0, 5),
+            defaults.prometheus_retries,
+        ),
+        cors_origins=_read(environ, "CORS_ORIGINS", _parse_origins, defaults.cors_origins),
+        debug_endpoints=_read(
+            environ, "ENABLE_DEBUG_ENDPOINTS", _parse_bool, defaults.debug_endpoints
+        ),
+    )
+    if config.prometheus_timeout > config.request_deadline:
+        raise ConfigError(
+            f"PROMETHEUS_TIMEOUT={config.prometheus_timeout} must not exceed "
+            f"REQUEST_DEADLINE={config.request_deadline}"
+        )
+    return config
+
+
+def configure_logging(level: str) -> None:
+    """Send every log line to stdout at the configured level."""
+    logging.basicConfig(
+        level=level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stdout,
+        force=True,
+    )
+    # urllib3 logs every retry; our client reports the outcome once, at the boundary.
+    logging.getLogger("urllib3").setLevel(logging.ERROR)

@@ -1,0 +1,152 @@
+"""What an exporter dialect is: metric names, label spellings and unit conversions, as data."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Literal
+
+from app.prometheus.promql import check_label_name, check_metric_name
+
+# The fields the API serves, in canonical units (bytes, percent 0-100, degrees C, watts).
+GPU_FIELDS = (
+    "utilization",
+    "memory_used",
+    "memory_total",
+    "memory_free",
+    "memory_reserved",
+    "memory_utilization",
+    "temperature",
+    "power_usage",
+)
+PROCESS_FIELDS = ("gpu_memory", "cpu", "memory")
+MIB = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class Source:
+    """One metric that gives a field: multiply by `scale` to reach the canonical unit.
+
+    `aggregate` says how several series of one GPU combine: `max` for device gauges that
+    shared-GPU exporters copy to every pod's series, `sum` for values they split per pod.
+    `skip_on_mig` drops the metric on MIG instances, where it is absent or a misleading 0.
+    """
+
+    metric: str
+    scale: float = 1.0
+    aggregate: Literal["max", "sum"] = "max"
+    skip_on_mig: bool = False
+
+    def __post_init__(self) -> None:
+        check_metric_name(self.metric)
+        if self.aggregate not in ("max", "sum"):
+            raise ValueError(f"aggregate must be max or sum, not {self.aggregate!r}")
+        if not self.scale > 0:
+            raise ValueError(f"scale of {self.metric} must be positive")
+
+
+@dataclass(frozen=True)
+class GpuLabels:
+    """Candidate label names for each GPU attribute, in order of preference."""
+
+    node: tuple[str, ...]
+    index: tuple[str, ...] = ()
+    name: tuple[str, ...] = ()
+    uuid: tuple[str, ...] = ()
+    mig_instance: tuple[str, ...] = ()
+    mig_profile: tuple[str, ...] = ()
+    pod: tuple[str, ...] = ()
+    namespace: tuple[str, ...] = ()
+    container: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        for names in self.__dict__.values():
+            for name in names:
+                check_label_name(name)
+        if not self.index and not self.uuid:
+            raise ValueError("a dialect needs an index or a uuid label to tell GPUs apart")
+
+    def identity(self) -> tuple[str, ...]:
+        """Labels that tell one GPU (or MIG instance) from another, and describe it."""
+        return _unique(
+            self.node + self.index + self.uuid + self.mig_instance + self.mig_profile + self.name
+        )
+
+    def pods(self) -> tuple[str, ...]:
+        """Labels that name the Kubernetes workload holding a GPU."""
+        return _unique(self.pod + self.namespace + self.container)
+
+
+@dataclass(frozen=True)
+class ProcessLabels:
+    """Candidate label names for process attributes."""
+
+    pid: tuple[str, ...] = ("pid",)
+    process_name: tuple[str, ...] = ("process_name",)
+    user: tuple[str, ...] = ("user",)
+    command: tuple[str, ...] = ("command",)
+
+    def __post_init__(self) -> None:
+        for names in self.__dict__.values():
+            for name in names:
+                check_label_name(name)
+
+    def all(self) -> tuple[str, ...]:
+        """Every process label, in a stable order."""
+        return _unique(self.pid + self.process_name + self.user + self.command)
+
+
+@dataclass(frozen=True)
+class Dialect:
+    """Everything needed to read one exporter's GPU and process series."""
+
+    name: str
+    description: str
+    labels: GpuLabels
+    gpu_fields: Mapping[str, tuple[Source, ...]]
+    process_labels: ProcessLabels = field(default_factory=ProcessLabels)
+    process_fields: Mapping[str, tuple[Source, ...]] = field(default_factory=dict)
+    # Series read only for their labels (e.g. nvidia_smi_gpu_info carries name and index).
+    gpu_info_metrics: tuple[str, ...] = ()
+    process_info_metrics: tuple[str, ...] = ()
+    # GPU attributes ("index", "name") found only on the info metrics, not on every series.
+    info_only_attributes: tuple[str, ...] = ()
+    # UUIDs in this exporter lack NVIDIA's "GPU-" prefix (nvidia_gpu_exporter).
+    uuid_without_prefix: bool = False
+
+    def __post_init__(self) -> None:
+        for fields, allowed in ((self.gpu_fields, GPU_FIELDS),
+                                (self.process_fields, PROCESS_FIELDS)):
+            unknown = set(fields) - set(allowed)
+            if unknown:
+                raise ValueError(f"unknown field(s) {sorted(unknown)}; known: {list(allowed)}")
+            for name, sources in fields.items():
+                if not sources:
+                    raise ValueError(f"field {name} lists no metric")
+        for metric in self.gpu_info_metrics + self.process_info_metrics:
+            check_metric_name(metric)
+        if not self.gpu_fields:
+            raise ValueError("a dialect needs at least one GPU metric")
+
+    def pod_metric(self) -> str:
+        """The metric whose pod labels say which workloads hold a GPU."""
+        sources = self.gpu_fields.get("memory_used") or next(iter(self.gpu_fields.values()))
+        return sources[0].metric
+
+    def gpu_metric_names(self) -> tuple[str, ...]:
+        """Every metric this dialect reads for GPUs."""
+        return _unique(
+            tuple(s.metric for sources in self.gpu_fields.values() for s in sources)
+            + self.gpu_info_metrics
+        )
+
+    def process_metric_names(self) -> tuple[str, ...]:
+        """Every metric this dialect reads for processes."""
+        return _unique(
+            tuple(s.metric for sources in self.process_fields.values() for s in sources)
+            + self.process_info_metrics
+        )
+
+
+def _unique(names: tuple[str, ...]) -> tuple[str, ...]:
+    return tuple(dict.fromkeys(names))

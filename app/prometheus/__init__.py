@@ -1,0 +1,1 @@
+"""Flask-free adapter to the Prometheus HTTP API."""

@@ -1,0 +1,380 @@
+"""Issue PromQL to Prometheus over HTTP, several queries in parallel, within one deadline."""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from collections.abc import Hashable, Mapping, Sequence
+from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+from urllib.parse import urlsplit, urlunsplit
+
+import orjson
+import requests
+from requests.adapters import HTTPAdapter
+from urllib3.util.retry import Retry
+
+from app.prometheus.auth import BearerTokenAuth
+from app.prometheus.errors import (
+    PrometheusBadResponseError,
+    PrometheusError,
+    PrometheusQueryError,
+    PrometheusTimeoutError,
+    PrometheusUnavailableError,
+)
+
+logger = logging.getLogger(__name__)
+
+K = TypeVar("K", bound=Hashable)
+
+# Above this many characters of URL-encoded PromQL we POST the query as a form, because
+# proxies and Prometheus itself refuse request lines that are too long.
+MAX_GET_QUERY_CHARS = 4000
+# Ask Prometheus to stop evaluating this much before we stop waiting, so it says "timeout".
+SERVER_TIMEOUT_MARGIN_S = 0.5
+CONNECT_TIMEOUT_S = 3.05
+
+
+@dataclass(frozen=True)
+class ClientSettings:
+    """How to reach one Prometheus-compatible server."""
+
+    base_url: str
+    timeout: float = 10.0
+    deadline: float = 20.0
+    threads: int = 8
+    retries: int = 2
+    max_response_bytes: int = 256 * 1024 * 1024
+    verify: bool | str = True
+    client_cert: tuple[str, str] | None = None
+    bearer_token: str | None = field(default=None, repr=False)
+    bearer_token_file: str | None = None
+    basic_auth: tuple[str, str] | None = field(default=None, repr=False)
+    headers: Mapping[str, str] = field(default_factory=dict, repr=False)
+
+
+@dataclass(frozen=True)
+class QueryResult:
+    """One instant query's answer: the raw `result` list and any warnings."""
+
+    result_type: str
+    series: list[dict[str, Any]]
+    warnings: tuple[str, ...] = ()
+
+
+def redact_url(url: str) -> str:
+    """Return the URL without user:password, safe to log and show."""
+    parts = urlsplit(url)
+    if "@" not in parts.netloc:
+        return url
+    host = parts.netloc.rsplit("@", 1)[1]
+    return urlunsplit((parts.scheme, host, parts.path, parts.query, parts.fragment))
+
+
+class PrometheusClient:
+    """Thread-safe client; one per worker process, its thread pool created lazily."""
+
+    def __init__(self, settings: ClientSettings) -> None:
+        self.settings = settings
+        self.display_url = redact_url(settings.base_url)
+        self._lock = threading.Lock()
+        self._executor: ThreadPoolExecutor | None = None
+        self._owner_pid = 0
+        self._local = threading.local()
+        self._auth = (
+            BearerTokenAuth(settings.bearer_token, settings.bearer_token_file)
+            if settings.bearer_token or settings.bearer_token_file
+            else None
+        )
+
+    # -- public API -------------------------------------------------------------------
+
+    def query(self, promql: str, *, deadline: float | None = None) -> QueryResult:
+        """Run one instant query; `deadline` is a time.monotonic() instant."""
+        if deadline is None:
+            deadline = time.monotonic() + self.settings.deadline
+        payload = self._call("/api/v1/query", {"query": promql}, deadline, allow_post=True)
+        return _parse_query_data(payload, self.display_url)
+
+    def query_many(self, queries: Mapping[K, str]) -> dict[K, QueryResult]:
+        """Run several instant queries in parallel, all within one deadline."""
+        deadline = time.monotonic() + self.settings.deadline
+        if len(queries) == 1:
+            ((key, promql),) = queries.items()
+            return {key: self.query(promql, deadline=deadline)}
+        executor = self._get_executor()
+        futures: dict[Future[QueryResult], K] = {
+            executor.submit(self.query, promql, deadline=deadline): key
+            for key, promql in queries.items()
+        }
+        done, pending = wait(
+            futures, timeout=max(0.0, deadline - time.monotonic()), return_when=FIRST_EXCEPTION
+        )
+        failed = [f for f in done if f.exception() is not None]
+        if failed or pending:
+            for future in pending:
+                future.cancel()
+            if failed:
+                raise failed[0].exception()  # type: ignore[misc]
+            raise PrometheusTimeoutError(
+                f"Prometheus at {self.display_url} did not answer {len(pending)} of "
+                f"{len(futures)} queries within {self.settings.deadline:g}s"
+            )
+        return {key: future.result() for future, key in futures.items()}
+
+    def probe(self) -> float:
+        """Run the cheapest query there is (`vector(1)`) and return its latency in seconds."""
+        started = time.monotonic()
+        deadline = started + min(self.settings.timeout, self.settings.deadline)
+        result = _parse_query_data(
+            self._call("/api/v1/query", {"query": "vector(1)"}, deadline, allow_post=False),
+            self.display_url,
+        )
+        if not result.series:
+            raise PrometheusBadResponseError(
+                f"Prometheus at {self.display_url} answered vector(1) with no sample"
+            )
+        return time.monotonic() - started
+
+    def label_names(self, matchers: Sequence[str], *, lookback_s: float = 600) -> list[str]:
+        """List the label names of the series that the selectors match, recently."""
+        now = time.time()
+        params: dict[str, Any] = {"match[]": list(matchers), "start": f"{now - lookback_s:.3f}",
+                                  "end": f"{now:.3f}"}
+        deadline = time.monotonic() + self.settings.deadline
+        payload = self._call("/api/v1/labels", params, deadline, allow_post=True)
+        data = payload.get("data")
+        if not isinstance(data, list) or not all(isinstance(x, str) for x in data):
+            raise PrometheusBadResponseError(
+                f"Prometheus at {self.display_url} answered /api/v1/labels without a list of names"
+            )
+        return data
+
+    def close(self) -> None:
+        """Stop the thread pool (tests; gunicorn simply exits)."""
+        with self._lock:
+            if self._executor is not None:
+                self._executor.shutdown(wait=False, cancel_futures=True)
+                self._executor = None
+
+    # -- internals --------------------------------------------------------------------
+
+    def _get_executor(self) -> ThreadPoolExecutor:
+        # Threads do not survive gunicorn's fork: a child builds its own pool.
+        with self._lock:
+            if self._executor is None or self._owner_pid != os.getpid():
+                self._executor = ThreadPoolExecutor(
+                    max_workers=self.settings.threads, thread_name_prefix="promql"
+                )
+                self._owner_pid = os.getpid()
+                self._local = threading.local()
+            return self._executor
+
+    def _session(self) -> requests.Session:
+        session: requests.Session | None = getattr(self._local, "session", None)
+        if session is None:
+            session = self._new_session()
+            self._local.session = session
+        return session
+
+    def _new_session(self) -> requests.Session:
+        settings = self.settings
+        retry = Retry(
+            total=settings.retries,
+            connect=settings.retries,
+            read=0,  # a slow answer is not retried: it would blow the deadline
+            status=settings.retries,
+            status_forcelist=(502, 503),
+            allowed_methods=frozenset({"GET", "POST"}),  # every call here is a read
+            backoff_factor=0.1,
+            raise_on_status=False,
+            respect_retry_after_header=False,
+        )
+        session = requests.Session()
+        session.mount("http://", HTTPAdapter(max_retries=retry, pool_maxsize=4))
+        session.mount("https://", HTTPAdapter(max_retries=retry, pool_maxsize=4))
+        session.verify = settings.verify
+        session.cert = settings.client_cert
+        session.trust_env = False  # the URL we were given is the one we use
+        if settings.basic_auth is not None:
+            session.auth = settings.basic_auth
+        elif self._auth is not None:
+            session.auth = self._auth
+        session.headers.update(settings.headers)
+        session.headers["Accept"] = "application/json"
+        return session
+
+    def _call(
+        self, path: str, params: dict[str, Any], deadline: float, *, allow_post: bool
+    ) -> dict[str, Any]:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise PrometheusTimeoutError(
+                f"Prometheus at {self.display_url} did not answer within "
+                f"{self.settings.deadline:g}s"
+            )
+        read_timeout = min(self.settings.timeout, remaining)
+        if path == "/api/v1/query":
+            server_timeout = max(0.1, read_timeout - SERVER_TIMEOUT_MARGIN_S)
+            params = {**params, "timeout": f"{server_timeout:.3f}s"}
+        url = self.settings.base_url + path
+        use_post = allow_post and _encoded_length(params) > MAX_GET_QUERY_CHARS
+        try:
+            if use_post:
+                response = self._session().post(
+                    url, data=params, timeout=(CONNECT_TIMEOUT_S, read_timeout), stream=True
+                )
+            else:
+                response = self._session().get(
+                    url, params=params, timeout=(CONNECT_TIMEOUT_S, read_timeout), stream=True
+                )
+            with response:
+                body = self._read_body(response)
+        except requests.exceptions.ConnectTimeout as exc:
+            raise PrometheusUnavailableError(
+                f"Prometheus at {self.display_url} did not accept a connection within "
+                f"{CONNECT_TIMEOUT_S:g}s"
+            ) from exc
+        except (requests.exceptions.Timeout, TimeoutError) as exc:
+            raise PrometheusTimeoutError(
+                f"Prometheus at {self.display_url} did not answer within {read_timeout:.1f}s"
+            ) from exc
+        except requests.exceptions.SSLError as exc:
+            raise PrometheusUnavailableError(
+                f"TLS handshake with Prometheus at {self.display_url} failed: "
+                f"{_short_reason(exc)}"
+            ) from exc
+        except requests.exceptions.ConnectionError as exc:
+            if _is_read_timeout(exc):
+                raise PrometheusTimeoutError(
+                    f"Prometheus at {self.display_url} did not answer within "
+                    f"{read_timeout:.1f}s"
+                ) from exc
+            raise PrometheusUnavailableError(
+                f"Prometheus at {self.display_url} is unreachable: {_short_reason(exc)}"
+            ) from exc
+        except requests.exceptions.RequestException as exc:
+            raise PrometheusBadResponseError(
+                f"Prometheus at {self.display_url} sent a broken HTTP answer: "
+                f"{_short_reason(exc)}"
+            ) from exc
+        return _decode(response, body, self.display_url)
+
+    def _read_body(self, response: requests.Response) -> bytes:
+        limit = self.settings.max_response_bytes
+        declared = response.headers.get("Content-Length")
+        if declared is not None and declared.isdigit() and int(declared) > limit:
+            raise PrometheusBadResponseError(_too_large(self.display_url, limit))
+        chunks: list[bytes] = []
+        size = 0
+        for chunk in response.iter_content(chunk_size=256 * 1024):
+            size += len(chunk)
+            if size > limit:
+                raise PrometheusBadResponseError(_too_large(self.display_url, limit))
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+
+def _too_large(display_url: str, limit: int) -> str:
+    return (
+        f"Prometheus at {display_url} sent more than {limit // (1024 * 1024)} MiB for one "
+        "query; narrow the request with filters or raise PROMETHEUS_MAX_RESPONSE_MB"
+    )
+
+
+def _encoded_length(params: Mapping[str, Any]) -> int:
+    return sum(len(str(value)) * 3 for value in params.values())
+
+
+def _is_read_timeout(exc: BaseException) -> bool:
+    text = repr(exc)
+    return "ReadTimeout" in text or "timed out" in text
+
+
+def _short_reason(exc: BaseException) -> str:
+    # urllib3 wraps the root cause several times; the innermost words are the useful ones.
+    text = str(exc)
+    for marker in ("Connection refused", "Name or service not known", "No route to host",
+                   "Connection reset", "Remote end closed", "certificate verify failed",
+                   "Temporary failure in name resolution"):
+        if marker in text:
+            return marker.lower()
+    return text[:200]
+
+
+def _decode(response: requests.Response, body: bytes, display_url: str) -> dict[str, Any]:
+    """Turn an HTTP answer into Prometheus' JSON payload, or raise the matching error."""
+    try:
+        payload = orjson.loads(body) if body else None
+    except orjson.JSONDecodeError:
+        payload = None
+    if isinstance(payload, dict) and payload.get("status") == "error":
+        raise _api_error(payload, response.status_code, display_url)
+    if response.status_code >= 300 or not isinstance(payload, dict):
+        raise _http_error(response, body, display_url, payload is not None)
+    if payload.get("status") != "success":
+        raise PrometheusBadResponseError(
+            f"Prometheus at {display_url} answered without status 'success'"
+        )
+    warnings = payload.get("warnings")
+    if warnings:
+        logger.warning("Prometheus at %s warned: %s", display_url, "; ".join(map(str, warnings)))
+    return payload
+
+
+def _api_error(payload: dict[str, Any], status: int, display_url: str) -> PrometheusError:
+    error_type = str(payload.get("errorType") or "unknown")
+    detail = str(payload.get("error") or "no detail given")[:300]
+    message = f"Prometheus at {display_url} rejected the query ({error_type}): {detail}"
+    if error_type == "timeout":
+        return PrometheusTimeoutError(message)
+    if error_type == "unavailable" or (status == 503 and error_type == "unknown"):
+        return PrometheusUnavailableError(message)
+    return PrometheusQueryError(message, error_type)
+
+
+def _http_error(
+    response: requests.Response, body: bytes, display_url: str, was_json: bool
+) -> PrometheusError:
+    status = response.status_code
+    content_type = response.headers.get("Content-Type", "no content type").split(";")[0]
+    what = "JSON that is not Prometheus' API" if was_json else f"a non-JSON body ({content_type})"
+    if not body:
+        what = "an empty body"
+    prefix = f"Prometheus at {display_url} (or a proxy in front of it)"
+    if status in (401, 403):
+        return PrometheusBadResponseError(
+            f"{prefix} refused our credentials with HTTP {status}; check the bearer token "
+            "or basic-auth settings"
+        )
+    if status == 404:
+        return PrometheusBadResponseError(
+            f"{prefix} answered HTTP 404 for {urlsplit(response.url).path}; is PROMETHEUS_URL "
+            "the Prometheus API root (including any path prefix such as /prometheus)?"
+        )
+    if status == 503:
+        return PrometheusUnavailableError(f"{prefix} answered HTTP 503 with {what}")
+    if status == 504:
+        return PrometheusTimeoutError(f"{prefix} answered HTTP 504 (gateway timeout)")
+    return PrometheusBadResponseError(f"{prefix} answered HTTP {status} with {what}")
+
+
+def _parse_query_data(payload: dict[str, Any], display_url: str) -> QueryResult:
+    data = payload.get("data")
+    if not isinstance(data, dict):
+        raise PrometheusBadResponseError(f"Prometheus at {display_url} answered without data")
+    result_type = data.get("resultType")
+    result = data.get("result")
+    if result_type == "scalar" and isinstance(result, list):
+        result = [{"metric": {}, "value": result}]
+    if not isinstance(result, list) or not all(
+        isinstance(item, dict) and isinstance(item.get("metric"), dict) for item in result
+    ):
+        raise PrometheusBadResponseError(
+            f"Prometheus at {display_url} answered with a malformed result"
+        )
+    warnings = tuple(str(w) for w in payload.get("warnings") or ())
+    return QueryResult(result_type=str(result_type), series=result, warnings=warnings)

@@ -1,0 +1,56 @@
+"""Output schemas of the GPU endpoints: field names and meanings are the contract."""
+
+from __future__ import annotations
+
+from marshmallow import Schema, fields
+
+from app.schemas.fields import Timestamp
+
+
+class GpuSchema(Schema):
+    """One GPU (or MIG instance). Units: bytes, percent 0-100, degrees C, watts."""
+
+    node_name = fields.String(required=True, metadata={"description": "Kubernetes node"})
+    gpu_index = fields.Integer(allow_none=True, metadata={"description": "Index on the node"})
+    gpu_name = fields.String(allow_none=True, metadata={"description": "GPU model"})
+    utilization = fields.Float(allow_none=True, metadata={"description": "GPU busy, %"})
+    memory_used = fields.Integer(allow_none=True, metadata={"description": "Bytes"})
+    memory_total = fields.Integer(allow_none=True, metadata={"description": "Bytes"})
+    memory_free = fields.Integer(allow_none=True, metadata={"description": "Bytes"})
+    memory_utilization = fields.Float(
+        allow_none=True, metadata={"description": "GPU memory used / total, %"}
+    )
+    temperature = fields.Float(allow_none=True, metadata={"description": "Degrees Celsius"})
+    timestamp = Timestamp(
+        allow_none=True, metadata={"description": "Time of the samples, from Prometheus"}
+    )
+    uuid = fields.String(allow_none=True, metadata={"description": "NVIDIA UUID, GPU-…"})
+    power_usage = fields.Float(allow_none=True, metadata={"description": "Watts"})
+    pod = fields.String(
+        allow_none=True,
+        metadata={"description": "Pod holding the GPU; several are comma-separated"},
+    )
+    namespace = fields.String(allow_none=True, metadata={"description": "Namespace of the pod"})
+    container = fields.String(allow_none=True, metadata={"description": "Container in the pod"})
+    mig_profile = fields.String(allow_none=True, metadata={"description": "e.g. 3g.40gb"})
+    mig_instance = fields.Integer(
+        allow_none=True, metadata={"description": "MIG GPU instance id; null for a whole GPU"}
+    )
+
+
+class GpuProcessSchema(Schema):
+    """One process holding GPU memory."""
+
+    node_name = fields.String(required=True)
+    gpu_index = fields.Integer(allow_none=True)
+    pid = fields.Integer(required=True)
+    process_name = fields.String(allow_none=True)
+    user = fields.String(allow_none=True, metadata={"description": "User name, or numeric uid"})
+    command = fields.String(allow_none=True)
+    gpu_memory = fields.Integer(allow_none=True, metadata={"description": "Bytes"})
+    cpu = fields.Float(allow_none=True, metadata={"description": "CPU use, %"})
+    memory = fields.Float(allow_none=True, metadata={"description": "Host memory use, %"})
+    timestamp = Timestamp(allow_none=True)
+    gpu_uuid = fields.String(allow_none=True)
+    pod = fields.String(allow_none=True)
+    namespace = fields.String(allow_none=True)

@@ -1,0 +1,1 @@
+"""The domain: turn Prometheus series into GPU and process records."""

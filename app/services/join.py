@@ -1,0 +1,340 @@
+"""Join Prometheus series into GPU and process records, in one pass over each answer."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any
+
+from app.dialects.model import Dialect, Source
+from app.prometheus.client import QueryResult
+from app.services.queries import QueryKey
+from app.services.records import Gpu, GpuFilters, GpuProcess
+
+Labels = dict[str, str]
+# Exporters emit ~9.2e18 blank sentinels for unsupported sensors; nothing real is this big.
+SENTINEL_LIMIT = 1e15
+MEMORY_FIELDS = frozenset({"memory_used", "memory_total", "memory_free", "memory_reserved",
+                           "gpu_memory"})
+GpuKey = tuple[str, str, str]
+
+
+def number(text: Any) -> float | None:
+    """Parse a sample value; NaN, infinities and blank sentinels become None."""
+    try:
+        value = float(text)
+    except (TypeError, ValueError):
+        return None
+    if not math.isfinite(value) or abs(value) > SENTINEL_LIMIT:
+        return None
+    return value
+
+
+def first_label(candidates: Sequence[str]) -> Callable[[Labels], str | None]:
+    """Return a reader of the first non-empty label among `candidates`."""
+    if len(candidates) == 1:
+        (only,) = candidates
+        return lambda labels: labels.get(only) or None
+    names = tuple(candidates)
+
+    def read(labels: Labels) -> str | None:
+        for name in names:
+            value = labels.get(name)
+            if value:
+                return value
+        return None
+
+    return read
+
+
+def _int_or_none(text: str | None) -> int | None:
+    if text is None:
+        return None
+    try:
+        return int(text)
+    except ValueError:
+        return None
+
+
+class _GpuReader:
+    """Reads one dialect's labels into GPU keys and attributes."""
+
+    def __init__(self, dialect: Dialect) -> None:
+        labels = dialect.labels
+        self.node = first_label(labels.node)
+        self.index = first_label(labels.index) if labels.index else lambda _: None
+        self.uuid_raw = first_label(labels.uuid) if labels.uuid else lambda _: None
+        self.name = first_label(labels.name) if labels.name else lambda _: None
+        self.mig = first_label(labels.mig_instance) if labels.mig_instance else lambda _: None
+        self.mig_profile = (
+            first_label(labels.mig_profile) if labels.mig_profile else lambda _: None
+        )
+        self.pod = first_label(labels.pod) if labels.pod else lambda _: None
+        self.namespace = first_label(labels.namespace) if labels.namespace else lambda _: None
+        self.container = first_label(labels.container) if labels.container else lambda _: None
+        self.by_uuid = bool(labels.uuid)
+        self.uuid_without_prefix = dialect.uuid_without_prefix
+
+    def uuid(self, labels: Labels) -> str | None:
+        raw = self.uuid_raw(labels)
+        if raw and self.uuid_without_prefix:
+            return "GPU-" + raw.lower()
+        return raw
+
+    def key(self, labels: Labels) -> GpuKey | None:
+        """(node, uuid or index, MIG instance), or None when the series names no GPU."""
+        node = self.node(labels)
+        device = self.uuid_raw(labels) if self.by_uuid else self.index(labels)
+        if node is None or device is None:
+            return None
+        if self.by_uuid and self.uuid_without_prefix:
+            device = device.lower()
+        return node, device, self.mig(labels) or ""
+
+
+def _apply(row: Any, field: str, source: Source, raw_value: Any, *, as_int: bool) -> None:
+    if getattr(row, field) is not None:
+        return  # an earlier source (or an earlier series) already answered
+    value = number(raw_value)
+    if value is None:
+        return
+    value *= source.scale
+    setattr(row, field, round(value) if as_int else value)
+
+
+def _timestamp(row: Any, ts: Any) -> None:
+    if isinstance(ts, int | float) and (row.timestamp is None or ts > row.timestamp):
+        row.timestamp = float(ts)
+
+
+def _ordered_sources(
+    fields: Mapping[str, tuple[Source, ...]],
+) -> list[tuple[QueryKey, str, Source]]:
+    return [
+        (("field", name, str(position)), name, source)
+        for name, sources in fields.items()
+        for position, source in enumerate(sources)
+    ]
+
+
+class _GpuRows:
+    """GPU records keyed by (node, device, MIG instance), created as series name them."""
+
+    def __init__(self, reader: _GpuReader) -> None:
+        self.reader = reader
+        self.rows: dict[GpuKey, Gpu] = {}
+
+    def get(self, labels: Labels, *, create: bool = True) -> Gpu | None:
+        """Return the row a series belongs to, filling attributes it carries."""
+        reader = self.reader
+        key = reader.key(labels)
+        if key is None:
+            return None
+        row = self.rows.get(key)
+        if row is None:
+            if not create:
+                return None
+            row = Gpu(node_name=key[0])
+            self.rows[key] = row
+        if row.gpu_index is None:
+            row.gpu_index = _int_or_none(reader.index(labels))
+        if row.gpu_name is None:
+            row.gpu_name = reader.name(labels)
+        if row.uuid is None:
+            row.uuid = reader.uuid(labels)
+        if row.mig_instance is None:
+            row.mig_instance = _int_or_none(reader.mig(labels))
+        if row.mig_profile is None:
+            row.mig_profile = reader.mig_profile(labels)
+        return row
+
+    def add_labels_only(self, series_list: list[dict[str, Any]]) -> None:
+        """Create rows from series read only for their labels (info metrics)."""
+        for series in series_list:
+            row = self.get(series["metric"])
+            if row is not None:
+                _timestamp(row, series["value"][0])
+
+
+def join_gpus(
+    dialect: Dialect, results: Mapping[QueryKey, QueryResult], filters: GpuFilters
+) -> list[Gpu]:
+    """Build one Gpu per (node, device, MIG instance) from every query's answer."""
+    reader = _GpuReader(dialect)
+    table = _GpuRows(reader)
+    for metric in dialect.gpu_info_metrics:
+        table.add_labels_only(_series(results, ("info", metric)))
+    reserved: dict[GpuKey, int] = {}
+    for key, field, source in _ordered_sources(dialect.gpu_fields):
+        as_int = field in MEMORY_FIELDS
+        skip_mig = source.skip_on_mig
+        for series in _series(results, key):
+            labels = series["metric"]
+            if skip_mig and reader.mig(labels):
+                continue
+            row = table.get(labels)
+            if row is None:
+                continue
+            sample = series["value"]
+            _timestamp(row, sample[0])
+            if field == "memory_reserved":
+                # Only used to derive the total; not served on its own.
+                value = number(sample[1])
+                gpu_key = reader.key(labels)
+                if value is not None and gpu_key is not None:
+                    reserved.setdefault(gpu_key, round(value * source.scale))
+                continue
+            _apply(row, field, source, sample[1], as_int=as_int)
+    for gpu_key, row in table.rows.items():
+        _derive_memory(row, reserved.get(gpu_key))
+    _attach_pods(_series(results, ("pods",)), table, create=False)
+    has_pods = ("pods",) in results
+    gpus = [row for row in table.rows.values() if _gpu_matches(row, filters, has_pods)]
+    gpus.sort(key=_gpu_sort_key)
+    return gpus
+
+
+def _series(results: Mapping[QueryKey, QueryResult], key: QueryKey) -> list[dict[str, Any]]:
+    result = results.get(key)
+    return result.series if result is not None else []
+
+
+def _derive_memory(row: Gpu, reserved: int | None) -> None:
+    """Fill what the exporter does not emit from what it does (dcgm has no total)."""
+    used, total, free = row.memory_used, row.memory_total, row.memory_free
+    if total is None and used is not None and free is not None:
+        row.memory_total = total = used + free + (reserved or 0)
+    if free is None and used is not None and total is not None:
+        row.memory_free = max(total - used - (reserved or 0), 0)
+    if row.memory_utilization is None and used is not None and total:
+        row.memory_utilization = used / total * 100.0
+
+
+def _attach_pods(series_list: list[dict[str, Any]], table: _GpuRows, *, create: bool) -> None:
+    """Name the workload(s) on each GPU from the pods query."""
+    reader = table.reader
+    holders: dict[int, tuple[Gpu, dict[tuple[str, str, str], None]]] = {}
+    for series in series_list:
+        labels = series["metric"]
+        pod = reader.pod(labels)
+        if pod is None:
+            continue
+        row = table.get(labels, create=create)
+        if row is None:
+            continue
+        holder = (pod, reader.namespace(labels) or "", reader.container(labels) or "")
+        holders.setdefault(id(row), (row, {}))[1][holder] = None
+    for row, found in holders.values():
+        ordered = sorted(found, key=lambda h: (h[1], h[0], h[2]))
+        # A time-sliced GPU serves several pods: all are named, comma-separated.
+        row.pod = _joined(h[0] for h in ordered)
+        row.namespace = _joined(h[1] for h in ordered)
+        row.container = _joined(h[2] for h in ordered)
+
+
+def _joined(values: Iterable[str]) -> str | None:
+    return ",".join(dict.fromkeys(v for v in values if v)) or None
+
+
+def _gpu_matches(row: Gpu, filters: GpuFilters, has_pods: bool) -> bool:
+    """Apply every filter to a joined row (PromQL narrowed the data; this makes it exact)."""
+    if filters.is_empty():
+        return True
+    if filters.node and row.node_name not in filters.node:
+        return False
+    if filters.gpu_name and row.gpu_name not in filters.gpu_name:
+        return False
+    if filters.uuid and (row.uuid or "").lower() not in {u.lower() for u in filters.uuid}:
+        return False
+    if filters.pod and not (has_pods and _any_in(row.pod, filters.pod)):
+        return False
+    return not (filters.namespace and not (has_pods and _any_in(row.namespace,
+                                                                  filters.namespace)))
+
+
+def _any_in(joined: str | None, wanted: tuple[str, ...]) -> bool:
+    return joined is not None and any(part in wanted for part in joined.split(","))
+
+
+def _gpu_sort_key(row: Gpu) -> tuple[Any, ...]:
+    return (
+        row.node_name,
+        row.gpu_index if row.gpu_index is not None else math.inf,
+        row.mig_instance if row.mig_instance is not None else -1,
+        row.uuid or "",
+    )
+
+
+def join_processes(
+    dialect: Dialect, results: Mapping[QueryKey, QueryResult], filters: GpuFilters
+) -> list[GpuProcess]:
+    """Build one GpuProcess per (node, device, pid), placed on its GPU and pod."""
+    reader = _GpuReader(dialect)
+    # What the process series lack (index, model, pods) comes from the GPU-level answers.
+    gpus = _GpuRows(reader)
+    for metric in dialect.gpu_info_metrics:
+        gpus.add_labels_only(_series(results, ("info", metric)))
+    gpus.add_labels_only(_series(results, ("gpus",)))
+    _attach_pods(_series(results, ("pods",)), gpus, create=True)
+    has_pods = ("pods",) in results
+    needs_gpu = bool(filters.gpu_name or filters.uuid or filters.pod or filters.namespace)
+    gpu_of = {(key[0], key[1]): row for key, row in gpus.rows.items() if not key[2]}
+
+    labels_of = dialect.process_labels
+    read_pid = first_label(labels_of.pid)
+    read_name = first_label(labels_of.process_name)
+    read_user = first_label(labels_of.user)
+    read_command = first_label(labels_of.command)
+    rows: dict[tuple[str, str, int], GpuProcess] = {}
+
+    def row_for(labels: Labels) -> GpuProcess | None:
+        key = reader.key(labels)
+        pid = _int_or_none(read_pid(labels))
+        if key is None or pid is None:
+            return None
+        row = rows.get((key[0], key[1], pid))
+        if row is None:
+            gpu = gpu_of.get((key[0], key[1]))
+            index = _int_or_none(reader.index(labels))
+            row = GpuProcess(node_name=key[0], gpu_index=index, pid=pid,
+                             gpu_uuid=reader.uuid(labels))
+            if gpu is not None:
+                row.gpu_index = index if index is not None else gpu.gpu_index
+                row.gpu_uuid = row.gpu_uuid or gpu.uuid
+                if gpu.pod and "," not in gpu.pod:  # one pod holds the GPU: it owns the process
+                    row.pod, row.namespace = gpu.pod, gpu.namespace
+            rows[key[0], key[1], pid] = row
+        if row.process_name is None:
+            row.process_name = read_name(labels)
+        if row.user is None:
+            row.user = read_user(labels)
+        if row.command is None:
+            row.command = read_command(labels)
+        return row
+
+    for metric in dialect.process_info_metrics:
+        for series in _series(results, ("process_info", metric)):
+            row = row_for(series["metric"])
+            if row is not None:
+                _timestamp(row, series["value"][0])
+    for key, field, source in _ordered_sources(dialect.process_fields):
+        as_int = field in MEMORY_FIELDS
+        for series in _series(results, key):
+            row = row_for(series["metric"])
+            if row is None:
+                continue
+            _timestamp(row, series["value"][0])
+            _apply(row, field, source, series["value"][1], as_int=as_int)
+
+    def keep(process: GpuProcess, key: tuple[str, str, int]) -> bool:
+        if filters.node and process.node_name not in filters.node:
+            return False
+        if not needs_gpu:
+            return True
+        gpu = gpu_of.get((key[0], key[1]))
+        return gpu is not None and _gpu_matches(gpu, filters, has_pods)
+
+    processes = [row for key, row in rows.items() if keep(row, key)]
+    processes.sort(key=lambda p: (p.node_name, p.gpu_index if p.gpu_index is not None
+                                  else math.inf, p.pid))
+    return processes

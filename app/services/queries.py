@@ -1,0 +1,118 @@
+"""The PromQL a dialect needs for one request, built from data and the caller's filters."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from app.dialects.model import Dialect, Source
+from app.prometheus.promql import aggregate, filtered_selector
+from app.services.records import GpuFilters
+
+# A key names what a query is for: ("field", name, position of the source), ("info", metric)
+# or ("pods",). Services join answers by these keys.
+QueryKey = tuple[str, ...]
+Filter = tuple[Sequence[str], Sequence[str]]
+
+
+def identity_filters(dialect: Dialect, filters: GpuFilters, *, on_info: bool) -> list[Filter]:
+    """Matchers for the filters that describe the GPU itself (node, model, uuid).
+
+    Attributes that a dialect keeps only on its info metric (nvidia_gpu_exporter's model name)
+    are matched on that metric alone; the service filters the joined rows again anyway.
+    """
+    labels = dialect.labels
+    wanted: list[tuple[str, tuple[str, ...], tuple[str, ...]]] = [
+        ("node", labels.node, filters.node),
+        ("name", labels.name, filters.gpu_name),
+        ("uuid", labels.uuid, tuple(exporter_uuid(dialect, u) for u in filters.uuid)),
+    ]
+    result: list[Filter] = []
+    for attribute, candidates, values in wanted:
+        if not values or not candidates:
+            continue
+        if not on_info and attribute in dialect.info_only_attributes:
+            continue
+        result.append((candidates, values))
+    return result
+
+
+def exporter_uuid(dialect: Dialect, uuid: str) -> str:
+    """Spell a canonical `GPU-…` UUID the way this exporter labels it."""
+    if dialect.uuid_without_prefix and uuid.upper().startswith("GPU-"):
+        return uuid[4:].lower()
+    return uuid
+
+
+def _source_query(source: Source, by: Sequence[str], filters: list[Filter],
+                  mig_labels: Sequence[str]) -> str:
+    extra: list[Filter] = []
+    if source.skip_on_mig:
+        # Every MIG label empty: the series of a whole GPU, not of an instance.
+        extra = [((label,), ("",)) for label in mig_labels]
+    return aggregate(source.aggregate, by, filtered_selector(source.metric, filters + extra))
+
+
+def gpu_queries(dialect: Dialect, filters: GpuFilters) -> dict[QueryKey, str]:
+    """Return every query needed to list GPUs: one per metric source, info and pods."""
+    labels = dialect.labels
+    identity = labels.identity()
+    field_filters = identity_filters(dialect, filters, on_info=False)
+    queries: dict[QueryKey, str] = {}
+    for name, sources in dialect.gpu_fields.items():
+        for position, source in enumerate(sources):
+            queries[("field", name, str(position))] = _source_query(
+                source, identity, field_filters, labels.mig_instance
+            )
+    info_filters = identity_filters(dialect, filters, on_info=True)
+    for metric in dialect.gpu_info_metrics:
+        queries[("info", metric)] = aggregate(
+            "max", identity, filtered_selector(metric, info_filters)
+        )
+    if labels.pods():
+        queries[("pods",)] = pods_query(dialect, filters)
+    return queries
+
+
+def pods_query(dialect: Dialect, filters: GpuFilters) -> str:
+    """Which pods hold which GPU, narrowed to the requested namespaces and pods."""
+    labels = dialect.labels
+    pod_filters = identity_filters(dialect, filters, on_info=False)
+    if filters.namespace and labels.namespace:
+        pod_filters.append((labels.namespace, filters.namespace))
+    if filters.pod and labels.pod:
+        pod_filters.append((labels.pod, filters.pod))
+    metric = dialect.pod_metric()
+    return aggregate(
+        "group", labels.identity() + labels.pods(), filtered_selector(metric, pod_filters)
+    )
+
+
+def process_queries(dialect: Dialect, filters: GpuFilters) -> dict[QueryKey, str]:
+    """Return every query needed to list processes, plus what places them on a GPU."""
+    labels = dialect.labels
+    by = labels.identity() + dialect.process_labels.all()
+    field_filters = identity_filters(dialect, filters, on_info=False)
+    queries: dict[QueryKey, str] = {}
+    for name, sources in dialect.process_fields.items():
+        for position, source in enumerate(sources):
+            queries[("field", name, str(position))] = _source_query(
+                source, by, field_filters, ()
+            )
+    for metric in dialect.process_info_metrics:
+        queries[("process_info", metric)] = aggregate(
+            "max", by, filtered_selector(metric, field_filters)
+        )
+    info_filters = identity_filters(dialect, filters, on_info=True)
+    for metric in dialect.gpu_info_metrics:
+        queries[("info", metric)] = aggregate(
+            "max", labels.identity(), filtered_selector(metric, info_filters)
+        )
+    needs_gpu = filters.gpu_name or filters.uuid or filters.pod or filters.namespace
+    if needs_gpu and not dialect.gpu_info_metrics:
+        # Process series may lack the model name: list the GPUs to filter by it.
+        queries[("gpus",)] = aggregate(
+            "group", labels.identity(), filtered_selector(dialect.pod_metric(), field_filters)
+        )
+    if labels.pods():
+        queries[("pods",)] = pods_query(dialect, filters)
+    return queries

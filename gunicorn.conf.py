@@ -1,0 +1,39 @@
+"""gunicorn settings for the GPU monitoring API; every value can be overridden by env."""
+
+import os
+
+from app.config import load_config
+
+# Validate the whole environment before forking: a bad value stops start-up, naming it.
+_config = load_config(os.environ)
+
+# Listen on every interface inside the container; PORT defaults to 8080.
+bind = f"0.0.0.0:{_config.port}"
+
+# Threaded workers: requests mostly wait on Prometheus, so threads overlap that waiting
+# cheaply, and each worker process keeps one shared cache and thread pool.
+worker_class = "gthread"
+workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
+threads = int(os.environ.get("GUNICORN_THREADS", "8"))
+
+# Above REQUEST_DEADLINE, so a slow Prometheus produces a 504 envelope, never a killed worker.
+timeout = int(_config.request_deadline + 10)
+# Let in-flight requests finish on SIGTERM (Kubernetes rolling updates).
+graceful_timeout = 20
+# Behind an ingress, reuse connections for a few seconds.
+keepalive = 5
+
+# Generous socket-level limits; the app rejects oversized queries itself, in the envelope.
+limit_request_line = 16384
+limit_request_field_size = 16384
+
+# The app writes one access line per request; gunicorn's own errors go to stdout too.
+accesslog = None
+errorlog = "-"
+loglevel = _config.log_level
+
+# Trust X-Forwarded-* only from the ingress on loopback or as configured.
+forwarded_allow_ips = os.environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1")
+
+# Load the app in each worker after fork: thread pools and sockets are never shared.
+preload_app = False
