@@ -53,6 +53,7 @@ def create_app(overrides: Mapping[str, str] | None = None) -> Flask:
         allow_headers=["Content-Type", "Authorization", "If-None-Match"],
         expose_headers=["ETag"],
         max_age=86400,
+        send_wildcard=True,
     )
     app.register_blueprint(health.bp)
     app.register_blueprint(gpu.bp)

@@ -1,0 +1,41 @@
+"""Shared fixtures: an app wired to a fake Prometheus, and its test client."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+
+import pytest
+import responses
+from flask import Flask
+from flask.testing import FlaskClient
+
+from app import create_app
+from tests.fakes import PROM_URL, FakePrometheus
+
+
+@pytest.fixture
+def fake_prometheus() -> Iterator[FakePrometheus]:
+    """A stubbed Prometheus; any other HTTP call fails the test."""
+    with responses.RequestsMock(assert_all_requests_are_fired=False) as mock:
+        yield FakePrometheus(mock)
+
+
+@pytest.fixture
+def make_app() -> Iterator[Callable[..., Flask]]:
+    """Build apps with environment overrides; their thread pools are closed afterwards."""
+    built: list[Flask] = []
+
+    def factory(**env: str) -> Flask:
+        app = create_app({"PROMETHEUS_URL": PROM_URL, "PROMETHEUS_RETRIES": "0", **env})
+        built.append(app)
+        return app
+
+    yield factory
+    for app in built:
+        app.extensions["gpu_monitor"].prometheus.close()
+
+
+@pytest.fixture
+def client(make_app: Callable[..., Flask], fake_prometheus: FakePrometheus) -> FlaskClient:
+    """A test client of an app whose Prometheus is `fake_prometheus`."""
+    return make_app().test_client()

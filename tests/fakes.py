@@ -1,0 +1,48 @@
+"""A stand-in Prometheus for API tests, answering /api/v1/query through `responses`."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+import requests
+import responses
+
+from tests.factories import api_body, series
+
+PROM_URL = "http://prometheus.test:9090"
+_NAME = re.compile(r"[a-zA-Z_:][a-zA-Z0-9_:]*")
+
+
+class FakePrometheus:
+    """Serve canned series per metric name; record every query it was asked."""
+
+    def __init__(self, mock: responses.RequestsMock, base_url: str = PROM_URL) -> None:
+        self.metrics: dict[str, list[dict[str, Any]]] = {}
+        self.queries: list[str] = []
+        self.failure: Callable[[], tuple[int, dict[str, str], str]] | None = None
+        for method in (responses.GET, responses.POST):
+            mock.add_callback(method, f"{base_url}/api/v1/query", callback=self._answer)
+
+    def add(self, metric: str, labels: dict[str, str], value: str | float) -> None:
+        """Publish one series."""
+        self.metrics.setdefault(metric, []).append(series(labels, value))
+
+    def _answer(self, request: requests.PreparedRequest) -> tuple[int, dict[str, str], str]:
+        params = parse_qs(urlsplit(request.url).query)
+        if request.body:
+            body = request.body if isinstance(request.body, str) else request.body.decode()
+            params.update(parse_qs(body))
+        query = params["query"][0]
+        self.queries.append(query)
+        if self.failure is not None:
+            return self.failure()
+        if query == "vector(1)":
+            return 200, {}, json.dumps(api_body({"metric": {}, "value": [1.0, "1"]}))
+        found: list[dict[str, Any]] = []
+        for name in set(_NAME.findall(query)) & set(self.metrics):
+            found.extend(self.metrics[name])
+        return 200, {"Content-Type": "application/json"}, json.dumps(api_body(*found))
