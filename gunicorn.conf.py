@@ -37,3 +37,6 @@ forwarded_allow_ips = os.environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1")
 
 # Load the app in each worker after fork: thread pools and sockets are never shared.
 preload_app = False
+
+# Heartbeat files in memory, so the container can run with a read-only root filesystem.
+worker_tmp_dir = "/dev/shm"

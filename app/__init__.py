@@ -21,7 +21,7 @@ def create_app(overrides: Mapping[str, str] | None = None) -> Flask:
     # Imports here keep `app.__version__` importable by setup tools without Flask's deps.
     from app.api import debug, gpu, health
     from app.config import configure_logging, load_config
-    from app.dialects.selector import DialectSelector
+    from app.dialects.detect import DialectSelector
     from app.errors import register_error_handlers
     from app.json import OrjsonProvider
     from app.prometheus.client import ClientSettings, PrometheusClient
@@ -41,7 +41,14 @@ def create_app(overrides: Mapping[str, str] | None = None) -> Flask:
             retries=config.prometheus_retries,
         )
     )
-    state = AppState(config=config, prometheus=prometheus, dialects=DialectSelector())
+    catalog = config.dialect_catalog()
+    selector = DialectSelector(
+        [catalog[name] for name in config.metrics_dialects] or list(catalog.values()),
+        forced=bool(config.metrics_dialects),
+        node_label=config.node_label,
+        refresh_s=config.dialect_refresh,
+    )
+    state = AppState(config=config, prometheus=prometheus, dialects=selector)
     app.extensions[EXTENSION_KEY] = state
 
     CORS(

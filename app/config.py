@@ -5,9 +5,14 @@ from __future__ import annotations
 import logging
 import sys
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TypeVar
 from urllib.parse import urlsplit
+
+from app.dialects.builtin import BUILTIN_DIALECTS
+from app.dialects.mapping import load_mapping_file
+from app.dialects.model import Dialect
+from app.prometheus.promql import check_label_name
 
 T = TypeVar("T")
 
@@ -35,6 +40,18 @@ class Config:
     prometheus_retries: int = 2
     cors_origins: tuple[str, ...] = ("*",)
     debug_endpoints: bool = False
+    # Exporter dialects to read; empty means detect them from what Prometheus holds.
+    metrics_dialects: tuple[str, ...] = ()
+    # Custom dialects from METRICS_MAPPING_FILE, tried before the built-in ones.
+    custom_dialects: tuple[Dialect, ...] = ()
+    # A label that names the node where the exporter has none (e.g. kubernetes_node).
+    node_label: str | None = None
+    # How often auto-detection looks again at which exporters exist.
+    dialect_refresh: float = 300.0
+
+    def dialect_catalog(self) -> dict[str, Dialect]:
+        """Every known dialect by name, custom ones first."""
+        return {**{d.name: d for d in self.custom_dialects}, **BUILTIN_DIALECTS}
 
 
 def _parse_int(text: str, minimum: int, maximum: int) -> int:
@@ -87,6 +104,11 @@ def _parse_origins(text: str) -> tuple[str, ...]:
     return origins
 
 
+def _parse_dialects(text: str) -> tuple[str, ...]:
+    names = tuple(part.strip() for part in text.split(",") if part.strip())
+    return () if names in ((), ("auto",)) else names
+
+
 def _read(
     environ: Mapping[str, str], name: str, parse: Callable[[str], T], default: T
 ) -> T:
@@ -124,6 +146,21 @@ def load_config(environ: Mapping[str, str]) -> Config:
             environ, "ENABLE_DEBUG_ENDPOINTS", _parse_bool, defaults.debug_endpoints
         ),
     )
+    custom = _read(environ, "METRICS_MAPPING_FILE", lambda p: tuple(load_mapping_file(p)), ())
+    config = replace(
+        config,
+        custom_dialects=custom,
+        metrics_dialects=_read(environ, "METRICS_DIALECT", _parse_dialects, ()),
+        node_label=_read(environ, "NODE_LABEL", check_label_name, None),
+        dialect_refresh=_read(environ, "DIALECT_REFRESH_SECONDS", _parse_seconds,
+                              defaults.dialect_refresh),
+    )
+    unknown = [n for n in config.metrics_dialects if n not in config.dialect_catalog()]
+    if unknown:
+        raise ConfigError(
+            f"METRICS_DIALECT names unknown dialect(s) {', '.join(unknown)}; known: auto, "
+            + ", ".join(config.dialect_catalog())
+        )
     if config.prometheus_timeout > config.request_deadline:
         raise ConfigError(
             f"PROMETHEUS_TIMEOUT={config.prometheus_timeout} must not exceed "

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from flask import current_app
 
 from app.config import Config
-from app.dialects.selector import DialectSelector
+from app.dialects.detect import DialectSelector
 from app.prometheus.client import PrometheusClient
 
 EXTENSION_KEY = "gpu_monitor"

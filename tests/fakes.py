@@ -26,6 +26,7 @@ class FakePrometheus:
         self.failure: Callable[[], tuple[int, dict[str, str], str]] | None = None
         for method in (responses.GET, responses.POST):
             mock.add_callback(method, f"{base_url}/api/v1/query", callback=self._answer)
+            mock.add_callback(method, f"{base_url}/api/v1/labels", callback=self._labels)
 
     def add(self, metric: str, labels: dict[str, str], value: str | float) -> None:
         """Publish one series."""
@@ -40,9 +41,27 @@ class FakePrometheus:
         self.queries.append(query)
         if self.failure is not None:
             return self.failure()
+        if query.startswith("count by (__name__)"):
+            # Auto-detection: how many series each metric has, like Prometheus would say.
+            counts = [{"metric": {"__name__": name}, "value": [1.0, str(len(items))]}
+                      for name, items in self.metrics.items() if name in query]
+            return 200, {}, json.dumps(api_body(*counts))
         if query == "vector(1)":
             return 200, {}, json.dumps(api_body({"metric": {}, "value": [1.0, "1"]}))
         found: list[dict[str, Any]] = []
         for name in set(_NAME.findall(query)) & set(self.metrics):
             found.extend(self.metrics[name])
         return 200, {"Content-Type": "application/json"}, json.dumps(api_body(*found))
+
+    def _labels(self, request: requests.PreparedRequest) -> tuple[int, dict[str, str], str]:
+        params = parse_qs(urlsplit(request.url).query)
+        if request.body:
+            body = request.body if isinstance(request.body, str) else request.body.decode()
+            params.update(parse_qs(body))
+        if self.failure is not None:
+            return self.failure()
+        names: set[str] = set()
+        for selector in params.get("match[]", []):
+            for item in self.metrics.get(selector, []):
+                names.update(item["metric"])
+        return 200, {}, json.dumps({"status": "success", "data": sorted(names | {"__name__"})})

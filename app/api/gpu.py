@@ -22,7 +22,8 @@ def gpu_metrics() -> Response:
     """List every GPU with its utilization, memory, temperature and workload."""
     filters = load_args(_filter_args, request.args)
     state = get_state()
-    gpus = list_gpus(state.prometheus, state.dialects.current(state.prometheus), filters)
+    dialects = state.dialects.current(state.prometheus).dialects
+    gpus = list_gpus(state.prometheus, dialects, filters)
     return ok(_gpus.dump(gpus), "GPU metrics retrieved successfully")
 
 
@@ -31,7 +32,6 @@ def gpu_processes() -> Response:
     """List every process holding GPU memory."""
     filters = load_args(_filter_args, request.args)
     state = get_state()
-    processes = list_processes(
-        state.prometheus, state.dialects.current(state.prometheus), filters
-    )
+    dialects = state.dialects.current(state.prometheus).dialects
+    processes = list_processes(state.prometheus, dialects, filters)
     return ok(_processes.dump(processes), "GPU processes retrieved successfully")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from app.dialects.model import Dialect, GpuLabels, ProcessLabels, Source
+from app.dialects.model import MIB, Dialect, GpuLabels, ProcessLabels, Source
 
 LEGACY = Dialect(
     name="legacy",
@@ -47,4 +47,108 @@ GPU_METRICS = Dialect(
     process_fields={"gpu_memory": (Source("gpu_process_gpu_memory"),)},
 )
 
-BUILTIN_DIALECTS: dict[str, Dialect] = {d.name: d for d in (LEGACY, GPU_METRICS)}
+DCGM = Dialect(
+    name="dcgm",
+    description="NVIDIA dcgm-exporter (DCGM_FI_*), as installed by the GPU Operator",
+    labels=GpuLabels(
+        node=("Hostname", "hostname"),
+        index=("gpu",),
+        name=("modelName",),
+        uuid=("UUID",),
+        mig_instance=("GPU_I_ID",),
+        mig_profile=("GPU_I_PROFILE",),
+        # With the chart's default honorLabels: false, the workload's labels arrive as
+        # exported_*, and plain pod/namespace name the exporter's own pod.
+        pod=("exported_pod", "pod"),
+        namespace=("exported_namespace", "namespace"),
+        container=("exported_container", "container"),
+    ),
+    gpu_fields={
+        # Shared (time-sliced) GPUs: utilization and memory used are split per pod (sum);
+        # every other gauge is copied to each pod's series (max).
+        "utilization": (
+            Source("DCGM_FI_DEV_GPU_UTIL", aggregate="sum", skip_on_mig=True),
+            Source("DCGM_FI_PROF_GR_ENGINE_ACTIVE", scale=100.0),
+        ),
+        "memory_used": (Source("DCGM_FI_DEV_FB_USED", scale=MIB, aggregate="sum"),),
+        "memory_free": (Source("DCGM_FI_DEV_FB_FREE", scale=MIB),),
+        "memory_reserved": (Source("DCGM_FI_DEV_FB_RESERVED", scale=MIB),),
+        "temperature": (Source("DCGM_FI_DEV_GPU_TEMP"),),
+        "power_usage": (Source("DCGM_FI_DEV_POWER_USAGE"),),
+    },
+)
+
+DCGM_OLD = Dialect(
+    name="dcgm-old",
+    description="dcgm-exporter 1.x names (dcgm_*), or --use-old-namespace",
+    labels=GpuLabels(
+        node=("Hostname", "hostname", "node"),
+        index=("gpu",),
+        name=("modelName",),
+        uuid=("uuid", "UUID"),
+        pod=("exported_pod_name", "pod_name"),
+        namespace=("exported_pod_namespace", "pod_namespace"),
+        container=("exported_container_name", "container_name"),
+    ),
+    gpu_fields={
+        "utilization": (Source("dcgm_gpu_utilization", aggregate="sum"),),
+        "memory_used": (Source("dcgm_fb_used", scale=MIB, aggregate="sum"),),
+        "memory_free": (Source("dcgm_fb_free", scale=MIB),),
+        "temperature": (Source("dcgm_gpu_temp"),),
+        "power_usage": (Source("dcgm_power_usage"),),
+    },
+)
+
+NVIDIA_SMI = Dialect(
+    name="nvidia-smi",
+    description="utkuozdemir/nvidia_gpu_exporter (nvidia_smi_*)",
+    labels=GpuLabels(
+        # No node label by default: operators often relabel one in; else the scrape target.
+        node=("node", "kubernetes_node", "nodename", "instance"),
+        index=("index",),
+        name=("name",),
+        uuid=("uuid",),
+    ),
+    gpu_fields={
+        "utilization": (Source("nvidia_smi_utilization_gpu_ratio", scale=100.0),),
+        # nvidia_smi_utilization_memory_ratio is memory *bandwidth*, not memory used:
+        # memory_utilization is derived from used / total instead.
+        "memory_used": (Source("nvidia_smi_memory_used_bytes"),),
+        "memory_total": (Source("nvidia_smi_memory_total_bytes"),),
+        "memory_free": (Source("nvidia_smi_memory_free_bytes"),),
+        "temperature": (Source("nvidia_smi_temperature_gpu"),),
+        "power_usage": (Source("nvidia_smi_power_draw_watts"),),
+    },
+    gpu_info_metrics=("nvidia_smi_gpu_info",),
+    info_only_attributes=("index", "name"),
+    uuid_without_prefix=True,
+    process_labels=ProcessLabels(user=(), command=()),
+    process_fields={"gpu_memory": (Source("nvidia_smi_compute_app_used_memory_bytes"),)},
+)
+
+NVITOP = Dialect(
+    name="nvitop",
+    description="nvitop-exporter (gpu_*_MiB, process_* with the full process table)",
+    labels=GpuLabels(node=("hostname",), index=("index",), name=("devicename",),
+                     uuid=("uuid",)),
+    gpu_fields={
+        "utilization": (Source("gpu_utilization_Percentage"),),
+        "memory_used": (Source("gpu_memory_used_MiB", scale=MIB),),
+        "memory_total": (Source("gpu_memory_total_MiB", scale=MIB),),
+        "memory_free": (Source("gpu_memory_free_MiB", scale=MIB),),
+        "temperature": (Source("gpu_temperature_C"),),
+        "power_usage": (Source("gpu_power_usage_W"),),
+    },
+    process_labels=ProcessLabels(process_name=("process_name",), user=("username",)),
+    process_fields={
+        "gpu_memory": (Source("process_gpu_memory_MiB", scale=MIB),),
+        "cpu": (Source("process_cpu_percent_Percentage"),),
+        "memory": (Source("process_memory_percent_Percentage"),),
+    },
+    process_info_metrics=("process_info_info",),
+)
+
+# In order of preference: when one GPU shows up in two exporters, the first one wins.
+BUILTIN_DIALECTS: dict[str, Dialect] = {
+    d.name: d for d in (DCGM, DCGM_OLD, NVIDIA_SMI, NVITOP, GPU_METRICS, LEGACY)
+}

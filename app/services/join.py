@@ -190,7 +190,7 @@ def join_gpus(
     _attach_pods(_series(results, ("pods",)), table, create=False)
     has_pods = ("pods",) in results
     gpus = [row for row in table.rows.values() if _gpu_matches(row, filters, has_pods)]
-    gpus.sort(key=_gpu_sort_key)
+    gpus.sort(key=gpu_sort_key)
     return gpus
 
 
@@ -256,7 +256,8 @@ def _any_in(joined: str | None, wanted: tuple[str, ...]) -> bool:
     return joined is not None and any(part in wanted for part in joined.split(","))
 
 
-def _gpu_sort_key(row: Gpu) -> tuple[Any, ...]:
+def gpu_sort_key(row: Gpu) -> tuple[Any, ...]:
+    """Order GPUs by node, numeric index, MIG instance."""
     return (
         row.node_name,
         row.gpu_index if row.gpu_index is not None else math.inf,
@@ -335,6 +336,10 @@ def join_processes(
         return gpu is not None and _gpu_matches(gpu, filters, has_pods)
 
     processes = [row for key, row in rows.items() if keep(row, key)]
-    processes.sort(key=lambda p: (p.node_name, p.gpu_index if p.gpu_index is not None
-                                  else math.inf, p.pid))
+    processes.sort(key=process_sort_key)
     return processes
+
+
+def process_sort_key(row: GpuProcess) -> tuple[Any, ...]:
+    """Order processes by node, numeric GPU index, pid."""
+    return (row.node_name, row.gpu_index if row.gpu_index is not None else math.inf, row.pid)

@@ -103,16 +103,20 @@ def test_metrics_filter_by_node_is_pushed_into_promql_escaped(
     publish_gpu(fake_prometheus, "node-b", 0, utilization=2)
     body = client.get('/api/v1/gpu/metrics?node=node-b&node=a"}').get_json()
     assert [g["node_name"] for g in body["data"]] == ["node-b"]
-    assert fake_prometheus.queries
-    for query in fake_prometheus.queries:
-        # `a"}` sorted first; the quote is escaped for the string, the brace for the regex.
-        assert 'hostname=~"a\\"\\\\}|node-b"' in query
+    data_queries = [q for q in fake_prometheus.queries if "nvidia_gpu_" in q and "count" not in q]
+    # Only the published metric is read, grouped by the labels that exist; `a"}` sorts
+    # first, its quote escaped for the string and its brace for the regex.
+    assert data_queries == [
+        'max by (hostname, gpu_id, gpu_name) '
+        '(nvidia_gpu_utilization_percent{hostname=~"a\\"\\\\}|node-b"})'
+    ]
 
 
 def test_processes_returns_every_field(client: FlaskClient,
                                        fake_prometheus: FakePrometheus) -> None:
     labels = {"hostname": "node-a", "gpu_id": "1", "pid": "4242", "process_name": "python3",
               "user": "alice", "command": "python3 train.py --epochs 3"}
+    publish_gpu(fake_prometheus, "node-a", 1, utilization=50)
     fake_prometheus.add("nvidia_gpu_process_gpu_memory_bytes", labels, 3 * GIB)
     fake_prometheus.add("nvidia_gpu_process_cpu_percent", labels, 101.5)
     fake_prometheus.add("nvidia_gpu_process_memory_percent", labels, 2.25)

@@ -1,0 +1,47 @@
+# Everyday commands. `make demo` and `make test` work on a fresh Debian machine with Python 3.11.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+PROMETHEUS ?= $(shell command -v prometheus 2>/dev/null || echo /usr/bin/prometheus)
+
+.PHONY: help venv prometheus demo run test lint bench soak clean
+
+help:  ## list the targets
+	@grep -E '^[a-z]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
+
+$(BIN)/.installed: requirements.txt requirements-dev.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -r requirements-dev.txt
+	touch $@
+
+venv: $(BIN)/.installed  ## create the virtualenv with pinned dependencies
+
+prometheus:  ## make sure a Prometheus server binary is installed (Debian package)
+	@if [ -x "$(PROMETHEUS)" ]; then \
+		echo "prometheus: $$($(PROMETHEUS) --version 2>&1 | head -n1)"; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prometheus; \
+	else \
+		echo "Prometheus is not installed. Install the Debian package: sudo apt-get install prometheus" >&2; \
+		echo "(or put a prometheus binary on PATH, or set PROMETHEUS=/path/to/prometheus)" >&2; \
+		exit 1; \
+	fi
+
+demo: venv prometheus  ## run the API on a simulated GPU cluster scraped by a real Prometheus
+	$(BIN)/python -m demo
+
+run: venv  ## run the API under gunicorn against $$PROMETHEUS_URL
+	$(BIN)/gunicorn --config gunicorn.conf.py wsgi:app
+
+test: venv prometheus  ## run every test, the real-Prometheus ones included
+	$(BIN)/pytest
+
+lint: venv  ## static checks
+	$(BIN)/ruff check .
+
+bench: venv prometheus  ## cluster-scale benchmark (see bench/README.md)
+	$(BIN)/python -m bench
+
+clean:  ## remove the virtualenv and caches
+	rm -rf $(VENV) .pytest_cache .ruff_cache .benchmarks
