@@ -1,0 +1,498 @@
+"""Simulate a deterministic GPU cluster: the ground truth behind every demo exporter.
+
+`snapshot(spec, step)` is a pure function: the same spec and step always give the same
+rows, so a test can compare what Prometheus stored with what the exporter published.
+Canonical units: bytes (whole MiB multiples), percent 0-100, degrees Celsius, watts.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import random
+import time
+
+MIB = 1 << 20
+# The nominal wall time one step stands for; it only ages processes (running_time_s).
+STEP_SECONDS = 15.0
+# Upper bound that keeps generated pids unique per node (see _pid).
+MAX_PROCESSES_PER_GPU = 50
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class SimProcess:
+    """One compute process on a GPU, as nvidia-smi / NVML would list it."""
+
+    pid: int
+    process_name: str
+    user: str
+    uid: int
+    command: str
+    gpu_memory_bytes: int
+    cpu_percent: float
+    memory_percent: float
+    running_time_s: float
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class SimPod:
+    """The Kubernetes container a GPU (or a share of it) is allocated to."""
+
+    pod: str
+    namespace: str
+    container: str
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class SimGpu:
+    """One GPU, or one MIG instance of a GPU, at one step.
+
+    A MIG instance keeps its parent's `index`, `uuid`, `name`, temperature and power
+    (device-level sensors) and has its own memory and utilization.
+    `util_shares` / `memory_shares` are aligned with `pods` and sum exactly to
+    `utilization` / `memory_used_bytes`; both are empty on an idle GPU.
+    `host_cpu_percent` / `host_memory_percent` describe the node, not the GPU.
+    """
+
+    node: str
+    index: int
+    uuid: str
+    name: str
+    pci_bus_id: str
+    driver_version: str
+    utilization: float
+    memory_copy_utilization: float
+    memory_total_bytes: int
+    memory_used_bytes: int
+    memory_reserved_bytes: int
+    memory_free_bytes: int
+    temperature: float
+    power_w: float
+    sm_clock_mhz: float
+    mig_instance: int | None
+    mig_profile: str | None
+    pods: tuple[SimPod, ...]
+    util_shares: tuple[float, ...]
+    memory_shares: tuple[int, ...]
+    processes: tuple[SimProcess, ...]
+    host_cpu_percent: float
+    host_memory_percent: float
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class SimNode:
+    """Node-level data (host CPU and RAM use) that some exporters publish."""
+
+    name: str
+    cpu_percent: float
+    memory_percent: float
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class ClusterSpec:
+    """Shape of the simulated cluster; every field takes part in the determinism."""
+
+    nodes: int = 3
+    gpus_per_node: int = 8
+    seed: int = 0
+    idle_fraction: float = 0.25
+    processes_per_busy_gpu: int = 2
+    mig_nodes: int = 0
+    shared_gpus: int = 0
+    node_prefix: str = "gpu-node-"
+
+    def __post_init__(self) -> None:
+        """Reject shapes the model cannot build."""
+        if self.nodes < 1 or self.gpus_per_node < 1:
+            raise ValueError("nodes and gpus_per_node must be at least 1")
+        if not 0.0 <= self.idle_fraction <= 1.0:
+            raise ValueError("idle_fraction must be between 0 and 1")
+        if not 0 <= self.processes_per_busy_gpu <= MAX_PROCESSES_PER_GPU:
+            raise ValueError(f"processes_per_busy_gpu must be 0..{MAX_PROCESSES_PER_GPU}")
+        if not 0 <= self.mig_nodes <= self.nodes:
+            raise ValueError("mig_nodes must be between 0 and nodes")
+        plain_gpus = (self.nodes - self.mig_nodes) * self.gpus_per_node
+        if not 0 <= self.shared_gpus <= plain_gpus:
+            raise ValueError(f"shared_gpus must be between 0 and {plain_gpus} (non-MIG GPUs)")
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class _Model:
+    name: str
+    memory_mib: int
+    reserved_mib: int
+    idle_power_w: float
+    max_power_w: float
+    max_sm_clock_mhz: int
+
+
+_A100 = _Model("NVIDIA A100-SXM4-80GB", 81920, 512, 62.0, 400.0, 1410)
+_H100 = _Model("NVIDIA H100 80GB HBM3", 81559, 479, 72.0, 700.0, 1980)
+_L40S = _Model("NVIDIA L40S", 46068, 491, 36.0, 350.0, 2520)
+_T4 = _Model("Tesla T4", 15360, 255, 10.0, 70.0, 1590)
+_MODELS = (_A100, _H100, _L40S, _T4)
+_MIG_MODELS = (_A100, _H100)
+# (GPU instance id, profile, compute slices of 7, memory slices of 8): a common A100/H100
+# layout that uses every memory slice, so the instances' totals add up to the device.
+_MIG_LAYOUT = (
+    (2, "3g.40gb", 3, 4),
+    (3, "2g.20gb", 2, 2),
+    (9, "1g.10gb", 1, 1),
+    (10, "1g.10gb", 1, 1),
+)
+_DRIVERS = ("535.161.08", "550.90.07", "560.35.03")
+# PCI buses of an 8-GPU HGX baseboard; larger nodes continue past them.
+_PCI_BUSES = (0x07, 0x0F, 0x47, 0x4E, 0x87, 0x90, 0xB7, 0xBD)
+_IDLE_SM_CLOCK_MHZ = 210.0
+
+_USERS = (("alice", 1001), ("bob", 1002), ("carol", 1003), ("dmitri", 1004), ("svc-train", 2001))
+_NAMESPACES = ("ml-research", "team-vision", "inference", "llm-platform")
+# (workload, container, process name, command); two commands carry quotes and a backslash
+# because real command lines do, and label escaping must survive them.
+_WORKLOADS = (
+    ("resnet-train", "trainer", "python", "python train.py --model resnet50 --epochs 90"),
+    ("bert-finetune", "worker", "python3", "python3 -m torch.distributed.run finetune.py"),
+    ("llm-serve", "vllm", "python3", "python3 -m vllm.entrypoints.openai.api_server --tp 1"),
+    ("triton", "server", "tritonserver", "tritonserver --model-repository=/models"),
+    ("notebook", "jupyter", "python", 'python -c "import torch; torch.cuda.init()"'),
+    ("etl", "spark", "java", 'java -cp "C:\\jobs\\etl.jar" Main'),
+)
+
+_STATIC, _DYNAMIC, _HOST = 1, 2, 3
+
+
+def node_name(spec: ClusterSpec, node_index: int) -> str:
+    """Return the name of node `node_index` (0-based), e.g. gpu-node-001."""
+    return f"{spec.node_prefix}{node_index + 1:03d}"
+
+
+def node_names(spec: ClusterSpec) -> list[str]:
+    """Return every node name in order."""
+    return [node_name(spec, n) for n in range(spec.nodes)]
+
+
+def mig_node_names(spec: ClusterSpec) -> list[str]:
+    """Return the nodes whose GPUs are split into MIG instances (the last `mig_nodes`)."""
+    return [node_name(spec, n) for n in range(spec.nodes - spec.mig_nodes, spec.nodes)]
+
+
+def shared_gpu_slots(spec: ClusterSpec) -> list[tuple[str, int]]:
+    """Return (node, gpu index) of every time-sliced GPU, spread one per node first."""
+    plain = spec.nodes - spec.mig_nodes
+    return [(node_name(spec, k % plain), k // plain) for k in range(spec.shared_gpus)]
+
+
+def current_step(period_s: float) -> int:
+    """Return the wall-clock step for a period; a period of 0 freezes the cluster at 0."""
+    if period_s <= 0:
+        return 0
+    return int(time.time() // period_s)
+
+
+def node_stats(snapshot: list[SimGpu]) -> list[SimNode]:
+    """Return the node-level data carried by a snapshot, one entry per node."""
+    seen: dict[str, SimNode] = {}
+    for gpu in snapshot:
+        if gpu.node not in seen:
+            seen[gpu.node] = SimNode(gpu.node, gpu.host_cpu_percent, gpu.host_memory_percent)
+    return list(seen.values())
+
+
+def snapshot(spec: ClusterSpec, step: int) -> list[SimGpu]:
+    """Return every GPU row of the cluster at `step`, ordered by node, index, MIG instance."""
+    if step < 0:
+        raise ValueError("step must not be negative")
+    shared = set(shared_gpu_slots(spec))
+    first_mig = spec.nodes - spec.mig_nodes
+    rows: list[SimGpu] = []
+    for n in range(spec.nodes):
+        rows.extend(_node_rows(spec, n, step, n >= first_mig, shared))
+    return rows
+
+
+def _key(spec: ClusterSpec, purpose: int, node: int, gpu: int = 0, step: int = 0) -> int:
+    # Bit-pack instead of hashing: distinct inputs give distinct seeds, and Random(int)
+    # is several times faster to build than anything derived from hashlib. The widths
+    # (2^24 nodes, 2^12 GPUs a node, 2^48 steps) are far beyond any simulated cluster.
+    key = spec.seed % (1 << 32)
+    key = (key << 24) | node
+    key = (key << 12) | gpu
+    key = (key << 2) | purpose
+    return (key << 48) | step
+
+
+def _node_rows(
+    spec: ClusterSpec, n: int, step: int, is_mig: bool, shared: set[tuple[str, int]]
+) -> list[SimGpu]:
+    node = node_name(spec, n)
+    models = _MIG_MODELS if is_mig else _MODELS
+    model = models[(n + spec.seed) % len(models)]
+    driver = _DRIVERS[(n + spec.seed) % len(_DRIVERS)]
+    host = random.Random(_key(spec, _HOST, n, step=step))
+    host_cpu = round(host.uniform(8.0, 85.0), 1)
+    host_mem = round(host.uniform(20.0, 80.0), 1)
+    rows: list[SimGpu] = []
+    for g in range(spec.gpus_per_node):
+        static = random.Random(_key(spec, _STATIC, n, g))
+        dynamic = random.Random(_key(spec, _DYNAMIC, n, g, step))
+        device = _Device(
+            node=node,
+            index=g,
+            uuid=_uuid(static),
+            model=model,
+            pci_bus_id=_pci_bus_id(g),
+            driver_version=driver,
+            host_cpu_percent=host_cpu,
+            host_memory_percent=host_mem,
+        )
+        if is_mig:
+            rows.extend(_mig_rows(spec, device, static, dynamic, step))
+        else:
+            rows.append(_plain_row(spec, device, static, dynamic, step, (node, g) in shared))
+    return rows
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class _Device:
+    """What every row cut from one physical GPU has in common."""
+
+    node: str
+    index: int
+    uuid: str
+    model: _Model
+    pci_bus_id: str
+    driver_version: str
+    host_cpu_percent: float
+    host_memory_percent: float
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class _Workload:
+    utilization: int
+    memory_copy_utilization: int
+    used_mib: int
+    pods: tuple[SimPod, ...]
+    util_shares: tuple[float, ...]
+    memory_shares: tuple[int, ...]
+    processes: tuple[SimProcess, ...]
+
+
+def _plain_row(
+    spec: ClusterSpec,
+    device: _Device,
+    static: random.Random,
+    dynamic: random.Random,
+    step: int,
+    is_shared: bool,
+) -> SimGpu:
+    model = device.model
+    pod_count = 2 + int(2 * static.random()) if is_shared else 1
+    busy = is_shared or static.random() >= spec.idle_fraction
+    usable = model.memory_mib - model.reserved_mib
+    work = _workload(spec, static, dynamic, step, busy, pod_count, usable, device.index)
+    temperature, power, clock = _sensors(model, static, dynamic, work.utilization)
+    return _row(device, work, model.memory_mib, model.reserved_mib, temperature, power, clock)
+
+
+def _mig_rows(
+    spec: ClusterSpec, device: _Device, static: random.Random, dynamic: random.Random, step: int
+) -> list[SimGpu]:
+    model = device.model
+    works: list[_Workload] = []
+    for i, (_, _, _, memory_slices) in enumerate(_MIG_LAYOUT):
+        usable = (model.memory_mib - model.reserved_mib) * memory_slices // 8
+        busy = static.random() >= spec.idle_fraction
+        ordinal = device.index * len(_MIG_LAYOUT) + i
+        works.append(_workload(spec, static, dynamic, step, busy, 1, usable, ordinal))
+    # Temperature and power belong to the device: drive them by the compute-weighted load.
+    weighted = sum(w.utilization * layout[2] for w, layout in zip(works, _MIG_LAYOUT, strict=True))
+    device_util = round(weighted / sum(layout[2] for layout in _MIG_LAYOUT))
+    temperature, power, clock = _sensors(model, static, dynamic, device_util)
+    rows = []
+    for work, (instance_id, profile, _, memory_slices) in zip(works, _MIG_LAYOUT, strict=True):
+        total = model.memory_mib * memory_slices // 8
+        reserved = total - (model.memory_mib - model.reserved_mib) * memory_slices // 8
+        mig = (instance_id, profile)
+        rows.append(_row(device, work, total, reserved, temperature, power, clock, *mig))
+    return rows
+
+
+def _row(
+    device: _Device,
+    work: _Workload,
+    total_mib: int,
+    reserved_mib: int,
+    temperature: float,
+    power_w: float,
+    sm_clock_mhz: float,
+    mig_instance: int | None = None,
+    mig_profile: str | None = None,
+) -> SimGpu:
+    return SimGpu(
+        node=device.node,
+        index=device.index,
+        uuid=device.uuid,
+        name=device.model.name,
+        pci_bus_id=device.pci_bus_id,
+        driver_version=device.driver_version,
+        utilization=float(work.utilization),
+        memory_copy_utilization=float(work.memory_copy_utilization),
+        memory_total_bytes=total_mib * MIB,
+        memory_used_bytes=work.used_mib * MIB,
+        memory_reserved_bytes=reserved_mib * MIB,
+        memory_free_bytes=(total_mib - reserved_mib - work.used_mib) * MIB,
+        temperature=temperature,
+        power_w=power_w,
+        sm_clock_mhz=sm_clock_mhz,
+        mig_instance=mig_instance,
+        mig_profile=mig_profile,
+        pods=work.pods,
+        util_shares=work.util_shares,
+        memory_shares=tuple(share * MIB for share in work.memory_shares),
+        processes=work.processes,
+        host_cpu_percent=device.host_cpu_percent,
+        host_memory_percent=device.host_memory_percent,
+    )
+
+
+def _workload(
+    spec: ClusterSpec,
+    static: random.Random,
+    dynamic: random.Random,
+    step: int,
+    busy: bool,
+    pod_count: int,
+    usable_mib: int,
+    ordinal: int,
+) -> _Workload:
+    # Draw every static value before branching so a GPU's identity never depends on step.
+    s = static.random
+    base, swing, phase = 35 + 55 * s(), 5 + 15 * s(), 6.3 * s()
+    mem_base, copy_factor = 0.25 + 0.6 * s(), 0.3 + 0.5 * s()
+    tenants = [_tenant(static) for _ in range(pod_count)]
+    if not busy:
+        return _Workload(0, 0, 0, (), (), (), ())
+    d = dynamic.random
+    util = _clamp(round(base + swing * math.sin(step * 0.45 + phase) + 8 * d() - 4), 1, 100)
+    fraction = mem_base + 0.08 * math.sin(step * 0.21 + phase) + 0.04 * d() - 0.02
+    fraction = min(max(fraction, 0.05), 0.97)
+    # Every pod on a time-sliced GPU runs at least one process.
+    per_gpu = spec.processes_per_busy_gpu
+    process_count = max(per_gpu, pod_count) if per_gpu else 0
+    used_mib = max(int(fraction * usable_mib), process_count, pod_count)
+    weights = [t.weight for t in tenants]
+    memory_shares = _split(used_mib, weights, minimum=1)
+    util_shares = tuple(float(share) for share in _split(util, weights))
+    processes = _processes(static, dynamic, step, ordinal, process_count, tenants, memory_shares)
+    return _Workload(
+        utilization=util,
+        memory_copy_utilization=_clamp(round(util * copy_factor), 0, 100),
+        used_mib=used_mib,
+        pods=tuple(t.pod for t in tenants),
+        util_shares=util_shares,
+        memory_shares=tuple(memory_shares),
+        processes=processes,
+    )
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class _Tenant:
+    """A pod with the workload and user its processes run as."""
+
+    pod: SimPod
+    process_name: str
+    command: str
+    user: str
+    uid: int
+    weight: float
+
+
+def _tenant(static: random.Random) -> _Tenant:
+    s = static.random
+    workload, container, process_name, command = _WORKLOADS[int(s() * len(_WORKLOADS))]
+    namespace = _NAMESPACES[int(s() * len(_NAMESPACES))]
+    user, uid = _USERS[int(s() * len(_USERS))]
+    pod = SimPod(f"{workload}-{static.getrandbits(32):08x}-{int(s() * 8)}", namespace, container)
+    return _Tenant(pod, process_name, command, user, uid, 0.5 + s())
+
+
+def _processes(
+    static: random.Random,
+    dynamic: random.Random,
+    step: int,
+    ordinal: int,
+    count: int,
+    tenants: list[_Tenant],
+    pod_memory_mib: list[int],
+) -> tuple[SimProcess, ...]:
+    memory = [0] * count
+    for p, pod_mib in enumerate(pod_memory_mib):
+        members = range(p, count, len(tenants))  # process j runs in pod j % len(tenants)
+        weights = [1.0 + j for j in members]
+        for j, mib in zip(members, _split(pod_mib, weights, minimum=1), strict=True):
+            memory[j] = mib
+    s, d = static.random, dynamic.random
+    result = []
+    for j in range(count):
+        tenant = tenants[j % len(tenants)]
+        cpu_base, mem_base = 20 + 120 * s(), 0.5 + 5.5 * s()
+        started, lifetime = 600 + 85800 * s(), 2000 + int(4000 * s())
+        result.append(
+            SimProcess(
+                # Unique per node: 1000 pids per GPU row, 10 per process, jitter below 10.
+                pid=1000 * (ordinal + 1) + 10 * j + int(10 * s()),
+                process_name=tenant.process_name,
+                user=tenant.user,
+                uid=tenant.uid,
+                command=tenant.command,
+                gpu_memory_bytes=memory[j] * MIB,
+                cpu_percent=round(cpu_base * (0.5 + 0.5 * d()), 1),
+                memory_percent=round(max(0.1, mem_base + 0.4 * d() - 0.2), 1),
+                running_time_s=round(started + (step % lifetime) * STEP_SECONDS, 1),
+            )
+        )
+    return tuple(result)
+
+
+def _sensors(
+    model: _Model, static: random.Random, dynamic: random.Random, util: int
+) -> tuple[float, float, float]:
+    s, d = static.random, dynamic.random
+    ambient, efficiency = 28 + 8 * s(), 0.8 + 0.15 * s()
+    temperature = float(round(ambient + util * 0.4 + 3 * d() - 1.5))
+    span = model.max_power_w - model.idle_power_w
+    power = round(model.idle_power_w + span * util / 100 * efficiency + 6 * d() - 3, 2)
+    if not util:
+        return temperature, power, _IDLE_SM_CLOCK_MHZ
+    return temperature, power, float(model.max_sm_clock_mhz - 15 * int(5 * d()))
+
+
+def _split(total: int, weights: list[float], minimum: int = 0) -> list[int]:
+    """Split an integer into parts proportional to weights that sum exactly to it."""
+    floor_total = total - minimum * len(weights)
+    if floor_total < 0:
+        raise ValueError("total too small for the minimum")
+    if len(weights) == 1:
+        return [total]
+    scale = floor_total / sum(weights)
+    raw = [w * scale for w in weights]
+    parts = [int(r) for r in raw]
+    # Largest remainder: hand the leftover units to the parts that lost most to rounding.
+    order = sorted(range(len(raw)), key=lambda i: raw[i] - parts[i], reverse=True)
+    for i in order[: floor_total - sum(parts)]:
+        parts[i] += 1
+    return [p + minimum for p in parts]
+
+
+def _uuid(static: random.Random) -> str:
+    h = f"{static.getrandbits(128):032x}"
+    return f"GPU-{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+
+
+def _pci_bus_id(index: int) -> str:
+    bus = _PCI_BUSES[index] if index < len(_PCI_BUSES) else 0xC0 + index
+    return f"00000000:{bus:02X}:00.0"
+
+
+def _clamp(value: int, low: int, high: int) -> int:
+    return min(max(value, low), high)

@@ -1,0 +1,455 @@
+"""Render a simulated snapshot in the exposition text of real GPU exporters.
+
+Each dialect mimics one exporter's metric names, labels and units (see EXPORTERS.md).
+Exporters built on NVML device queries (legacy, gpu-metrics, nvidia-smi, dcgm-old) see a
+MIG-mode GPU as one device: memory summed over its instances and no utilization, because
+NVML reports utilization as "not supported" in MIG mode.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
+from functools import partial
+
+from demo import cluster
+from demo.cluster import MIB, ClusterSpec, SimGpu, SimPod, SimProcess
+
+_HELP = {
+    # 1. the original README's names ("legacy")
+    "nvidia_gpu_utilization_percent": "GPU utilization (%).",
+    "nvidia_gpu_used_memory_bytes": "GPU memory used (bytes).",
+    "nvidia_gpu_total_memory_bytes": "GPU memory total (bytes).",
+    "nvidia_gpu_free_memory_bytes": "GPU memory free (bytes).",
+    "nvidia_gpu_memory_utilization_percent": "GPU memory used / total (%).",
+    "nvidia_gpu_temperature_celsius": "GPU temperature (C).",
+    "nvidia_gpu_process_gpu_memory_bytes": "GPU memory used by the process (bytes).",
+    "nvidia_gpu_process_cpu_percent": "Host CPU used by the process (%).",
+    "nvidia_gpu_process_memory_percent": "Host memory used by the process (%).",
+    # 2. the original project's exporter
+    "gpu_metrics_gpu_utilization": "GPU utilization (%).",
+    "gpu_metrics_used_memory": "GPU memory used (bytes).",
+    "gpu_metrics_total_memory": "GPU memory total (bytes).",
+    "gpu_metrics_free_memory": "GPU memory free (bytes).",
+    "gpu_metrics_temperature": "GPU temperature (C).",
+    "gpu_metrics_cpu_utilization": "Node CPU utilization (%).",
+    "gpu_metrics_memory_utilization": "Node memory utilization (%).",
+    "gpu_process_gpu_memory": "GPU memory used by the process (bytes).",
+    # 3. dcgm-exporter
+    "DCGM_FI_DEV_SM_CLOCK": "SM clock frequency (in MHz).",
+    "DCGM_FI_DEV_GPU_TEMP": "GPU temperature (in C).",
+    "DCGM_FI_DEV_POWER_USAGE": "Power draw (in W).",
+    "DCGM_FI_DEV_GPU_UTIL": "GPU utilization (in %).",
+    "DCGM_FI_DEV_MEM_COPY_UTIL": "Memory utilization (in %).",
+    "DCGM_FI_DEV_FB_FREE": "Framebuffer memory free (in MiB).",
+    "DCGM_FI_DEV_FB_USED": "Framebuffer memory used (in MiB).",
+    "DCGM_FI_DEV_FB_RESERVED": "Framebuffer memory reserved (in MiB).",
+    "DCGM_FI_PROF_GR_ENGINE_ACTIVE": "Ratio of time the graphics engine is active.",
+    # dcgm-exporter 1.x
+    "dcgm_gpu_info": "GPU identity (constant 1).",
+    "dcgm_sm_clock": "SM clock frequency (in MHz).",
+    "dcgm_gpu_temp": "GPU temperature (in C).",
+    "dcgm_power_usage": "Power draw (in W).",
+    "dcgm_gpu_utilization": "GPU utilization (in %).",
+    "dcgm_mem_copy_utilization": "Memory utilization (in %).",
+    "dcgm_fb_free": "Framebuffer memory free (in MiB).",
+    "dcgm_fb_used": "Framebuffer memory used (in MiB).",
+    # 4. utkuozdemir/nvidia_gpu_exporter (HELP texts say MiB/MHz/%: the exporter's own quirk)
+    "nvidia_smi_gpu_info": "A metric with a constant '1' value labeled by gpu uuid, name, "
+    "index, driver_version, pci_bus_id.",
+    "nvidia_smi_index": "index",
+    "nvidia_smi_utilization_gpu_ratio": "utilization.gpu [%]",
+    "nvidia_smi_utilization_memory_ratio": "utilization.memory [%]",
+    "nvidia_smi_memory_total_bytes": "memory.total [MiB]",
+    "nvidia_smi_memory_used_bytes": "memory.used [MiB]",
+    "nvidia_smi_memory_free_bytes": "memory.free [MiB]",
+    "nvidia_smi_memory_reserved_bytes": "memory.reserved [MiB]",
+    "nvidia_smi_temperature_gpu": "temperature.gpu",
+    "nvidia_smi_power_draw_watts": "power.draw [W]",
+    "nvidia_smi_clocks_current_sm_clock_hz": "clocks.current.sm [MHz]",
+    "nvidia_smi_compute_app_used_memory_bytes": "GPU memory used by the process.",
+    # 5. nvitop-exporter
+    "host_cpu_percent_Percentage": "Host CPU percent (%).",
+    "host_virtual_memory_percent_Percentage": "Host virtual memory percent (%).",
+    "gpu_utilization_Percentage": "GPU utilization (%).",
+    "gpu_memory_utilization_Percentage": "GPU memory utilization (%).",
+    "gpu_memory_total_MiB": "GPU memory total (MiB).",
+    "gpu_memory_used_MiB": "GPU memory used (MiB).",
+    "gpu_memory_free_MiB": "GPU memory free (MiB).",
+    "gpu_memory_percent_Percentage": "GPU memory percent (%).",
+    "gpu_clock_sm_MHz": "GPU SM clock (MHz).",
+    "gpu_power_usage_W": "GPU power usage (W).",
+    "gpu_temperature_C": "GPU temperature (C).",
+    "process_info_info": "Process information.",
+    "process_running_time_Second": "Process running time (s).",
+    "process_cpu_percent_Percentage": "Process CPU percent (%).",
+    "process_memory_percent_Percentage": "Process memory percent (%).",
+    "process_gpu_memory_MiB": "Process GPU memory (MiB).",
+}
+
+Label = tuple[str, str]
+
+
+class _Exposition:
+    """Collect samples grouped by family, in first-seen order, and print them."""
+
+    def __init__(self) -> None:
+        self._families: dict[str, list[str]] = {}
+
+    def add(self, name: str, labels: str, value: float) -> None:
+        lines = self._families.get(name)
+        if lines is None:
+            lines = self._families[name] = [f"# HELP {name} {_HELP[name]}", f"# TYPE {name} gauge"]
+        lines.append(f"{name}{{{labels}}} {_number(value)}")
+
+    def text(self) -> str:
+        return "".join(line + "\n" for lines in self._families.values() for line in lines)
+
+
+def _escape(value: str) -> str:
+    return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+
+
+def _labels(pairs: Sequence[Label]) -> str:
+    return ",".join(f'{name}="{_escape(value)}"' for name, value in pairs)
+
+
+def _number(value: float) -> str:
+    if isinstance(value, int):
+        return str(value)
+    if value != value:
+        return "NaN"
+    return str(int(value)) if value.is_integer() else repr(value)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class _Device:
+    """A physical GPU as an NVML device query sees it (MIG instances merged)."""
+
+    gpu: SimGpu
+    utilization: float | None
+    memory_copy_utilization: float | None
+    total: int
+    used: int
+    reserved: int
+    free: int
+    pods: tuple[SimPod, ...]
+    processes: tuple[SimProcess, ...]
+
+
+def _devices(rows: Sequence[SimGpu]) -> list[_Device]:
+    groups: dict[tuple[str, int], list[SimGpu]] = {}
+    for row in rows:
+        groups.setdefault((row.node, row.index), []).append(row)
+    devices = []
+    for parts in groups.values():
+        first = parts[0]
+        mig = first.mig_instance is not None
+        devices.append(
+            _Device(
+                gpu=first,
+                utilization=None if mig else first.utilization,
+                memory_copy_utilization=None if mig else first.memory_copy_utilization,
+                total=sum(p.memory_total_bytes for p in parts),
+                used=sum(p.memory_used_bytes for p in parts),
+                reserved=sum(p.memory_reserved_bytes for p in parts),
+                free=sum(p.memory_free_bytes for p in parts),
+                pods=tuple(pod for p in parts for pod in p.pods),
+                processes=tuple(proc for p in parts for proc in p.processes),
+            )
+        )
+    return devices
+
+
+def _legacy(rows: Sequence[SimGpu], node_label: str, gpu_label: str) -> str:
+    out = _Exposition()
+    for dev in _devices(rows):
+        gpu = dev.gpu
+        where: list[Label] = [(node_label, gpu.node), (gpu_label, str(gpu.index))]
+        labels = _labels([*where, ("gpu_name", gpu.name)])
+        if dev.utilization is not None:
+            out.add("nvidia_gpu_utilization_percent", labels, dev.utilization)
+        out.add("nvidia_gpu_used_memory_bytes", labels, dev.used)
+        out.add("nvidia_gpu_total_memory_bytes", labels, dev.total)
+        out.add("nvidia_gpu_free_memory_bytes", labels, dev.free)
+        out.add("nvidia_gpu_memory_utilization_percent", labels, dev.used / dev.total * 100)
+        out.add("nvidia_gpu_temperature_celsius", labels, gpu.temperature)
+        for proc in dev.processes:
+            proc_labels = _labels(
+                [
+                    *where,
+                    ("pid", str(proc.pid)),
+                    ("process_name", proc.process_name),
+                    ("user", proc.user),
+                    ("command", proc.command),
+                ]
+            )
+            out.add("nvidia_gpu_process_gpu_memory_bytes", proc_labels, proc.gpu_memory_bytes)
+            out.add("nvidia_gpu_process_cpu_percent", proc_labels, proc.cpu_percent)
+            out.add("nvidia_gpu_process_memory_percent", proc_labels, proc.memory_percent)
+    return out.text()
+
+
+def _gpu_metrics(rows: Sequence[SimGpu]) -> str:
+    out = _Exposition()
+    seen_nodes: set[str] = set()
+    for dev in _devices(rows):
+        gpu = dev.gpu
+        if gpu.node not in seen_nodes:
+            seen_nodes.add(gpu.node)
+            host = _labels([("hostname", gpu.node)])
+            out.add("gpu_metrics_cpu_utilization", host, gpu.host_cpu_percent)
+            out.add("gpu_metrics_memory_utilization", host, gpu.host_memory_percent)
+        where: list[Label] = [("hostname", gpu.node), ("gpu_id", str(gpu.index))]
+        labels = _labels([*where, ("gpu_name", gpu.name)])
+        if dev.utilization is not None:
+            out.add("gpu_metrics_gpu_utilization", labels, dev.utilization)
+        out.add("gpu_metrics_used_memory", labels, dev.used)
+        out.add("gpu_metrics_total_memory", labels, dev.total)
+        out.add("gpu_metrics_free_memory", labels, dev.free)
+        out.add("gpu_metrics_temperature", labels, gpu.temperature)
+        for proc in dev.processes:
+            proc_labels = _labels(
+                [
+                    *where,
+                    ("pid", str(proc.pid)),
+                    ("process_name", proc.process_name),
+                    ("uid", str(proc.uid)),
+                    ("command", proc.command),
+                ]
+            )
+            out.add("gpu_process_gpu_memory", proc_labels, proc.gpu_memory_bytes)
+    return out.text()
+
+
+def _dcgm(rows: Sequence[SimGpu], host_label: str) -> str:
+    out = _Exposition()
+    for gpu in rows:
+        mig = gpu.mig_instance is not None
+        # The label order of dcgm-exporter's own template; a MIG row keeps its parent's UUID.
+        identity: list[Label] = [
+            ("gpu", str(gpu.index)),
+            ("UUID", gpu.uuid),
+            ("pci_bus_id", gpu.pci_bus_id),
+            ("device", f"nvidia{gpu.index}"),
+            ("modelName", gpu.name),
+        ]
+        if gpu.mig_profile is not None:
+            identity += [("GPU_I_PROFILE", gpu.mig_profile), ("GPU_I_ID", str(gpu.mig_instance))]
+        identity += [(host_label, gpu.node), ("DCGM_FI_DRIVER_VERSION", gpu.driver_version)]
+        base = _labels(identity)
+        # One series per pod: utilization and memory used are split, the rest is copied.
+        series = [(base, gpu.utilization, gpu.memory_used_bytes)]
+        if gpu.pods:
+            series = [
+                (f"{base},{_pod_labels(pod, 'pod', 'namespace', 'container')}", util, used)
+                for pod, util, used in zip(
+                    gpu.pods, gpu.util_shares, gpu.memory_shares, strict=True
+                )
+            ]
+        for labels, util, used in series:
+            out.add("DCGM_FI_DEV_SM_CLOCK", labels, gpu.sm_clock_mhz)
+            out.add("DCGM_FI_DEV_GPU_TEMP", labels, gpu.temperature)
+            out.add("DCGM_FI_DEV_POWER_USAGE", labels, gpu.power_w)
+            if not mig:
+                out.add("DCGM_FI_DEV_GPU_UTIL", labels, util)
+                out.add("DCGM_FI_DEV_MEM_COPY_UTIL", labels, gpu.memory_copy_utilization)
+            out.add("DCGM_FI_DEV_FB_FREE", labels, gpu.memory_free_bytes // MIB)
+            out.add("DCGM_FI_DEV_FB_USED", labels, used // MIB)
+            out.add("DCGM_FI_DEV_FB_RESERVED", labels, gpu.memory_reserved_bytes // MIB)
+            out.add("DCGM_FI_PROF_GR_ENGINE_ACTIVE", labels, gpu.utilization / 100)
+    return out.text()
+
+
+def _dcgm_old(rows: Sequence[SimGpu]) -> str:
+    out = _Exposition()
+    for dev in _devices(rows):
+        gpu = dev.gpu
+        labels = _labels([("gpu", str(gpu.index)), ("uuid", gpu.uuid)])
+        if dev.pods:
+            # 1.x kept one pod per device in a map: the last allocation wins.
+            pod = _pod_labels(dev.pods[-1], "pod_name", "pod_namespace", "container_name")
+            labels = f"{labels},{pod}"
+        out.add("dcgm_gpu_info", f"{labels},{_labels([('gpu_type', gpu.name)])}", 1)
+        out.add("dcgm_sm_clock", labels, gpu.sm_clock_mhz)
+        out.add("dcgm_gpu_temp", labels, gpu.temperature)
+        out.add("dcgm_power_usage", labels, gpu.power_w)
+        if dev.utilization is not None and dev.memory_copy_utilization is not None:
+            out.add("dcgm_gpu_utilization", labels, dev.utilization)
+            out.add("dcgm_mem_copy_utilization", labels, dev.memory_copy_utilization)
+        out.add("dcgm_fb_free", labels, dev.free // MIB)
+        # 1.x predates FB_RESERVED: NVML's v1 memory info counted reserved memory as used.
+        out.add("dcgm_fb_used", labels, (dev.used + dev.reserved) // MIB)
+    return out.text()
+
+
+def _nvidia_smi(rows: Sequence[SimGpu]) -> str:
+    out = _Exposition()
+    for dev in _devices(rows):
+        gpu = dev.gpu
+        uuid = smi_uuid(gpu.uuid)
+        info = _labels(
+            [
+                ("uuid", uuid),
+                ("name", gpu.name),
+                ("index", str(gpu.index)),
+                ("driver_version", gpu.driver_version),
+                ("pci_bus_id", gpu.pci_bus_id),
+            ]
+        )
+        out.add("nvidia_smi_gpu_info", info, 1)
+        labels = _labels([("uuid", uuid)])
+        out.add("nvidia_smi_index", labels, gpu.index)
+        if dev.utilization is not None and dev.memory_copy_utilization is not None:
+            out.add("nvidia_smi_utilization_gpu_ratio", labels, dev.utilization / 100)
+            out.add(
+                "nvidia_smi_utilization_memory_ratio", labels, dev.memory_copy_utilization / 100
+            )
+        out.add("nvidia_smi_memory_total_bytes", labels, dev.total)
+        out.add("nvidia_smi_memory_used_bytes", labels, dev.used)
+        out.add("nvidia_smi_memory_free_bytes", labels, dev.free)
+        out.add("nvidia_smi_memory_reserved_bytes", labels, dev.reserved)
+        out.add("nvidia_smi_temperature_gpu", labels, gpu.temperature)
+        out.add("nvidia_smi_power_draw_watts", labels, gpu.power_w)
+        out.add("nvidia_smi_clocks_current_sm_clock_hz", labels, gpu.sm_clock_mhz * 1e6)
+        for proc in dev.processes:
+            proc_labels = _labels(
+                [("pid", str(proc.pid)), ("process_name", proc.process_name), ("uuid", uuid)]
+            )
+            out.add("nvidia_smi_compute_app_used_memory_bytes", proc_labels, proc.gpu_memory_bytes)
+    return out.text()
+
+
+def smi_uuid(uuid: str) -> str:
+    """Return a UUID the way nvidia_gpu_exporter labels it: lower case, no GPU- prefix."""
+    return uuid.lower().removeprefix("gpu-")
+
+
+def _nvitop(rows: Sequence[SimGpu]) -> str:
+    # nvitop-exporter labels `hostname` with the host's IP unless started with --hostname;
+    # this mimics a deployment that passes the node name.
+    out = _Exposition()
+    seen_nodes: set[str] = set()
+    mig_ordinal: dict[tuple[str, int], int] = {}
+    nan = float("nan")
+    for gpu in rows:
+        if gpu.node not in seen_nodes:
+            seen_nodes.add(gpu.node)
+            host = _labels([("hostname", gpu.node)])
+            out.add("host_cpu_percent_Percentage", host, gpu.host_cpu_percent)
+            out.add("host_virtual_memory_percent_Percentage", host, gpu.host_memory_percent)
+        index, devicename = str(gpu.index), gpu.name
+        util, copy_util = gpu.utilization, gpu.memory_copy_utilization
+        if gpu.mig_profile is not None:
+            # nvitop names MIG devices "<parent>:<n>"; NVML has no utilization for them.
+            ordinal = mig_ordinal.get((gpu.node, gpu.index), -1) + 1
+            mig_ordinal[gpu.node, gpu.index] = ordinal
+            index, devicename = f"{gpu.index}:{ordinal}", f"{gpu.name} MIG {gpu.mig_profile}"
+            util = copy_util = nan
+        device: list[Label] = [
+            ("hostname", gpu.node),
+            ("index", index),
+            ("devicename", devicename),
+            ("uuid", gpu.uuid),
+        ]
+        labels = _labels(device)
+        out.add("gpu_utilization_Percentage", labels, util)
+        out.add("gpu_memory_utilization_Percentage", labels, copy_util)
+        out.add("gpu_memory_total_MiB", labels, gpu.memory_total_bytes // MIB)
+        out.add("gpu_memory_used_MiB", labels, gpu.memory_used_bytes // MIB)
+        out.add("gpu_memory_free_MiB", labels, gpu.memory_free_bytes // MIB)
+        percent = gpu.memory_used_bytes / gpu.memory_total_bytes * 100
+        out.add("gpu_memory_percent_Percentage", labels, percent)
+        out.add("gpu_clock_sm_MHz", labels, gpu.sm_clock_mhz)
+        out.add("gpu_power_usage_W", labels, gpu.power_w)
+        out.add("gpu_temperature_C", labels, gpu.temperature)
+        for proc in gpu.processes:
+            proc_labels = _labels([*device, ("pid", str(proc.pid)), ("username", proc.user)])
+            info = _labels([("status", "running"), ("command", proc.command)])
+            out.add("process_info_info", f"{proc_labels},{info}", 1)
+            out.add("process_running_time_Second", proc_labels, proc.running_time_s)
+            out.add("process_cpu_percent_Percentage", proc_labels, proc.cpu_percent)
+            out.add("process_memory_percent_Percentage", proc_labels, proc.memory_percent)
+            out.add("process_gpu_memory_MiB", proc_labels, proc.gpu_memory_bytes // MIB)
+    return out.text()
+
+
+def _pod_labels(pod: SimPod, pod_label: str, namespace_label: str, container_label: str) -> str:
+    return _labels(
+        [(pod_label, pod.pod), (namespace_label, pod.namespace), (container_label, pod.container)]
+    )
+
+
+_RENDERERS: dict[str, Callable[[Sequence[SimGpu]], str]] = {
+    "legacy-node": partial(_legacy, node_label="node", gpu_label="gpu"),
+    "legacy-hostname": partial(_legacy, node_label="hostname", gpu_label="gpu_id"),
+    "gpu-metrics": _gpu_metrics,
+    "dcgm": partial(_dcgm, host_label="Hostname"),
+    "dcgm-hostname": partial(_dcgm, host_label="hostname"),
+    "dcgm-old": _dcgm_old,
+    "nvidia-smi": _nvidia_smi,
+    "nvitop": _nvitop,
+}
+
+DIALECTS: tuple[str, ...] = tuple(_RENDERERS)
+# Dialects whose series carry no node label: scrape them per node (/metrics/<node>).
+NODELESS_DIALECTS: tuple[str, ...] = ("dcgm-old", "nvidia-smi")
+
+
+def render(snapshot: Sequence[SimGpu], dialect: str, node: str | None = None) -> str:
+    """Render the rows of `node` (all nodes when None) in the exposition text of `dialect`."""
+    renderer = _RENDERERS.get(dialect)
+    if renderer is None:
+        raise ValueError(f"unknown dialect {dialect!r}; choose one of {', '.join(DIALECTS)}")
+    rows = snapshot if node is None else [gpu for gpu in snapshot if gpu.node == node]
+    return renderer(rows)
+
+
+class RenderCache:
+    """Render one cluster's snapshots, keeping recent texts per (step, dialect, node).
+
+    Thread-safe: an exporter answers many concurrent scrapes of per-node paths, and every
+    one of them must not recompute the whole cluster.
+    """
+
+    def __init__(self, spec: ClusterSpec, max_texts: int = 2048) -> None:
+        self.spec = spec
+        self._max_texts = max_texts
+        self._snapshot_lock = threading.Lock()
+        self._step: int | None = None
+        self._rows: list[SimGpu] = []
+        self._by_node: dict[str, list[SimGpu]] = {}
+        self._texts_lock = threading.Lock()
+        self._texts: OrderedDict[tuple[int, str, str | None], str] = OrderedDict()
+
+    def snapshot(self, step: int) -> list[SimGpu]:
+        """Return the snapshot at `step`, computing it once per step."""
+        return self._snapshot(step)[0]
+
+    def render(self, step: int, dialect: str, node: str | None = None) -> str:
+        """Return the text of `dialect` at `step` for one node (all when None)."""
+        key = (step, dialect, node)
+        with self._texts_lock:
+            text = self._texts.get(key)
+            if text is not None:
+                self._texts.move_to_end(key)
+                return text
+        rows, by_node = self._snapshot(step)
+        text = render(rows if node is None else by_node.get(node, []), dialect)
+        with self._texts_lock:
+            self._texts[key] = text
+            while len(self._texts) > self._max_texts:
+                self._texts.popitem(last=False)
+        return text
+
+    def _snapshot(self, step: int) -> tuple[list[SimGpu], dict[str, list[SimGpu]]]:
+        with self._snapshot_lock:
+            if step != self._step:
+                rows = cluster.snapshot(self.spec, step)
+                by_node: dict[str, list[SimGpu]] = {}
+                for gpu in rows:
+                    by_node.setdefault(gpu.node, []).append(gpu)
+                self._step, self._rows, self._by_node = step, rows, by_node
+            return self._rows, self._by_node

@@ -1,0 +1,495 @@
+"""Tests of the simulated cluster, its exporter dialects, its HTTP server and a real Prometheus."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import re
+import time
+from collections import defaultdict
+
+import pytest
+import requests
+from prometheus_client.parser import text_string_to_metric_families
+from prometheus_client.samples import Sample
+
+from demo.cluster import (
+    MIB,
+    ClusterSpec,
+    SimGpu,
+    current_step,
+    mig_node_names,
+    node_names,
+    shared_gpu_slots,
+    snapshot,
+)
+from demo.dialects import DIALECTS, NODELESS_DIALECTS, RenderCache, render, smi_uuid
+from demo.exporter import ExporterServer
+from demo.prometheus import (
+    PrometheusNotInstalledError,
+    PrometheusServer,
+    ScrapeTarget,
+    find_prometheus_binary,
+)
+
+SPEC = ClusterSpec(nodes=3, gpus_per_node=4, seed=7, mig_nodes=1, shared_gpus=2)
+UUID_RE = re.compile(r"^GPU-[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
+NODE_LABELS = {"node", "hostname", "Hostname", "instance"}
+
+EXPECTED_NAMES = {
+    "legacy-node": {
+        "nvidia_gpu_utilization_percent",
+        "nvidia_gpu_used_memory_bytes",
+        "nvidia_gpu_total_memory_bytes",
+        "nvidia_gpu_free_memory_bytes",
+        "nvidia_gpu_memory_utilization_percent",
+        "nvidia_gpu_temperature_celsius",
+        "nvidia_gpu_process_gpu_memory_bytes",
+        "nvidia_gpu_process_cpu_percent",
+        "nvidia_gpu_process_memory_percent",
+    },
+    "gpu-metrics": {
+        "gpu_metrics_gpu_utilization",
+        "gpu_metrics_used_memory",
+        "gpu_metrics_total_memory",
+        "gpu_metrics_free_memory",
+        "gpu_metrics_temperature",
+        "gpu_metrics_cpu_utilization",
+        "gpu_metrics_memory_utilization",
+        "gpu_process_gpu_memory",
+    },
+    "dcgm": {
+        "DCGM_FI_DEV_GPU_UTIL",
+        "DCGM_FI_PROF_GR_ENGINE_ACTIVE",
+        "DCGM_FI_DEV_FB_USED",
+        "DCGM_FI_DEV_FB_FREE",
+        "DCGM_FI_DEV_FB_RESERVED",
+        "DCGM_FI_DEV_MEM_COPY_UTIL",
+        "DCGM_FI_DEV_GPU_TEMP",
+        "DCGM_FI_DEV_POWER_USAGE",
+        "DCGM_FI_DEV_SM_CLOCK",
+    },
+    "dcgm-old": {
+        "dcgm_gpu_info",
+        "dcgm_gpu_utilization",
+        "dcgm_mem_copy_utilization",
+        "dcgm_fb_used",
+        "dcgm_fb_free",
+        "dcgm_gpu_temp",
+        "dcgm_power_usage",
+        "dcgm_sm_clock",
+    },
+    "nvidia-smi": {
+        "nvidia_smi_gpu_info",
+        "nvidia_smi_utilization_gpu_ratio",
+        "nvidia_smi_utilization_memory_ratio",
+        "nvidia_smi_memory_used_bytes",
+        "nvidia_smi_memory_total_bytes",
+        "nvidia_smi_memory_free_bytes",
+        "nvidia_smi_temperature_gpu",
+        "nvidia_smi_power_draw_watts",
+        "nvidia_smi_compute_app_used_memory_bytes",
+    },
+    "nvitop": {
+        "gpu_utilization_Percentage",
+        "gpu_memory_used_MiB",
+        "gpu_memory_total_MiB",
+        "gpu_memory_free_MiB",
+        "gpu_temperature_C",
+        "gpu_power_usage_W",
+        "process_gpu_memory_MiB",
+        "process_cpu_percent_Percentage",
+        "process_memory_percent_Percentage",
+        "process_running_time_Second",
+        "process_info_info",
+    },
+}
+EXPECTED_NAMES["legacy-hostname"] = EXPECTED_NAMES["legacy-node"]
+EXPECTED_NAMES["dcgm-hostname"] = EXPECTED_NAMES["dcgm"]
+
+
+def parse(text: str) -> dict[str, list[Sample]]:
+    """Parse exposition text into samples per metric name (fails on malformed text)."""
+    return {family.name: family.samples for family in text_string_to_metric_families(text)}
+
+
+def plain_rows(rows: list[SimGpu]) -> list[SimGpu]:
+    return [gpu for gpu in rows if gpu.mig_instance is None]
+
+
+# --- the cluster model ---------------------------------------------------------------------
+
+
+def test_snapshot_is_a_pure_function_of_spec_and_step() -> None:
+    assert snapshot(SPEC, 4) == snapshot(SPEC, 4)
+    other_seed = snapshot(dataclasses.replace(SPEC, seed=8), 4)
+    assert {g.uuid for g in other_seed}.isdisjoint({g.uuid for g in snapshot(SPEC, 4)})
+
+
+def test_snapshot_moves_with_step_but_keeps_every_identity() -> None:
+    before, after = snapshot(SPEC, 0), snapshot(SPEC, 1)
+
+    def identity(gpu: SimGpu) -> tuple[object, ...]:
+        pids = tuple(p.pid for p in gpu.processes)
+        return (gpu.node, gpu.index, gpu.uuid, gpu.name, gpu.mig_instance, gpu.pods, pids)
+
+    assert [identity(g) for g in before] == [identity(g) for g in after]
+    for field in ("utilization", "temperature", "power_w", "memory_used_bytes"):
+        assert any(
+            getattr(a, field) != getattr(b, field) for a, b in zip(before, after, strict=True)
+        )
+    procs = [
+        (p, q)
+        for a, b in zip(before, after, strict=True)
+        for p, q in zip(a.processes, b.processes, strict=True)
+    ]
+    assert any(p.cpu_percent != q.cpu_percent for p, q in procs)
+    assert any(p.memory_percent != q.memory_percent for p, q in procs)
+
+
+def test_values_use_canonical_units_and_precision() -> None:
+    for gpu in snapshot(SPEC, 3):
+        assert UUID_RE.match(gpu.uuid)
+        assert gpu.utilization.is_integer() and 0 <= gpu.utilization <= 100
+        assert gpu.temperature.is_integer()
+        assert round(gpu.power_w, 2) == gpu.power_w
+        for proc in gpu.processes:
+            assert round(proc.cpu_percent, 1) == proc.cpu_percent
+            assert round(proc.memory_percent, 1) == proc.memory_percent
+
+
+def test_memory_adds_up_in_whole_mib() -> None:
+    for gpu in snapshot(SPEC, 2):
+        parts = (gpu.memory_used_bytes, gpu.memory_free_bytes, gpu.memory_reserved_bytes)
+        assert sum(parts) == gpu.memory_total_bytes
+        assert all(value % MIB == 0 and value >= 0 for value in (*parts, gpu.memory_total_bytes))
+        assert all(p.gpu_memory_bytes % MIB == 0 and p.gpu_memory_bytes > 0 for p in gpu.processes)
+        if gpu.processes:
+            assert sum(p.gpu_memory_bytes for p in gpu.processes) == gpu.memory_used_bytes
+
+
+def test_shares_sum_exactly_and_idle_gpus_have_no_pods() -> None:
+    rows = snapshot(SPEC, 5)
+    for gpu in rows:
+        assert len(gpu.util_shares) == len(gpu.memory_shares) == len(gpu.pods)
+        if gpu.pods:
+            assert sum(gpu.util_shares) == gpu.utilization
+            assert sum(gpu.memory_shares) == gpu.memory_used_bytes
+        else:
+            assert gpu.utilization == 0 and gpu.memory_used_bytes == 0 and not gpu.processes
+    assert any(not gpu.pods for gpu in rows), "the spec's idle_fraction should leave idle GPUs"
+    shared = [(gpu.node, gpu.index) for gpu in rows if len(gpu.pods) > 1]
+    assert shared == shared_gpu_slots(SPEC) and len(shared) == SPEC.shared_gpus
+
+
+def test_mig_nodes_split_every_gpu_into_instances_of_the_same_device() -> None:
+    rows = snapshot(SPEC, 0)
+    assert mig_node_names(SPEC) == ["gpu-node-003"]
+    by_device: dict[tuple[str, int], list[SimGpu]] = defaultdict(list)
+    for gpu in rows:
+        by_device[gpu.node, gpu.index].append(gpu)
+    for (node, _), parts in by_device.items():
+        if node in mig_node_names(SPEC):
+            assert len(parts) > 1
+            assert all(p.mig_instance is not None and p.mig_profile for p in parts)
+            assert len({(p.uuid, p.temperature, p.power_w) for p in parts}) == 1
+            assert len({p.mig_instance for p in parts}) == len(parts)
+        else:
+            assert [p.mig_instance for p in parts] == [None]
+
+
+def test_node_names_and_step_clock() -> None:
+    assert node_names(SPEC) == ["gpu-node-001", "gpu-node-002", "gpu-node-003"]
+    assert current_step(0) == 0
+    before = int(time.time() // 10)
+    assert before <= current_step(10) <= int(time.time() // 10)
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [{"mig_nodes": 4}, {"shared_gpus": 9}, {"idle_fraction": 1.5}, {"processes_per_busy_gpu": 51}],
+)
+def test_spec_rejects_shapes_the_model_cannot_build(changes: dict[str, float]) -> None:
+    with pytest.raises(ValueError):
+        dataclasses.replace(ClusterSpec(nodes=3, gpus_per_node=4, mig_nodes=1), **changes)
+
+
+# --- dialects ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("dialect", DIALECTS)
+def test_every_dialect_parses_with_help_type_and_expected_names(dialect: str) -> None:
+    families = list(text_string_to_metric_families(render(snapshot(SPEC, 1), dialect)))
+    assert EXPECTED_NAMES[dialect] <= {f.name for f in families}
+    for family in families:
+        assert family.type == "gauge" and family.documentation and family.samples
+
+
+@pytest.mark.parametrize("dialect", NODELESS_DIALECTS)
+def test_nodeless_dialects_carry_no_node_label(dialect: str) -> None:
+    for samples in parse(render(snapshot(SPEC, 0), dialect)).values():
+        for sample in samples:
+            assert NODE_LABELS.isdisjoint(sample.labels), sample
+
+
+def dcgm_series(metrics: dict[str, list[Sample]], name: str, gpu: SimGpu) -> list[Sample]:
+    """Return the series of one GPU row (one per pod on a shared GPU)."""
+    instance = None if gpu.mig_instance is None else str(gpu.mig_instance)
+    return [
+        s
+        for s in metrics.get(name, [])
+        if (s.labels["Hostname"], s.labels["gpu"], s.labels.get("GPU_I_ID"))
+        == (gpu.node, str(gpu.index), instance)
+    ]
+
+
+def test_dcgm_reports_framebuffer_in_mib_and_no_gpu_util_on_mig() -> None:
+    rows = snapshot(SPEC, 2)
+    metrics = parse(render(rows, "dcgm"))
+    for gpu in rows:
+        copies = len(gpu.pods) or 1
+
+        def values(name: str, gpu: SimGpu = gpu) -> list[float]:
+            return [s.value for s in dcgm_series(metrics, name, gpu)]
+
+        assert sum(values("DCGM_FI_DEV_FB_USED")) == gpu.memory_used_bytes / 2**20
+        assert values("DCGM_FI_DEV_FB_FREE") == [gpu.memory_free_bytes / 2**20] * copies
+        assert values("DCGM_FI_DEV_FB_RESERVED") == [gpu.memory_reserved_bytes / 2**20] * copies
+        assert values("DCGM_FI_PROF_GR_ENGINE_ACTIVE") == [gpu.utilization / 100] * copies
+        labels = dcgm_series(metrics, "DCGM_FI_DEV_GPU_TEMP", gpu)[0].labels
+        assert labels["UUID"] == gpu.uuid and labels["device"] == f"nvidia{gpu.index}"
+        assert labels["modelName"] == gpu.name and labels["pci_bus_id"] == gpu.pci_bus_id
+        assert labels["DCGM_FI_DRIVER_VERSION"] == gpu.driver_version
+        if gpu.mig_instance is None:
+            assert sum(values("DCGM_FI_DEV_GPU_UTIL")) == gpu.utilization
+        else:
+            assert values("DCGM_FI_DEV_GPU_UTIL") == []
+            assert labels["GPU_I_PROFILE"] == gpu.mig_profile
+
+
+def test_dcgm_splits_shared_gpus_per_pod_and_copies_device_gauges() -> None:
+    rows = snapshot(SPEC, 0)
+    metrics = parse(render(rows, "dcgm"))
+    for gpu in rows:
+
+        def by_pod(name: str, gpu: SimGpu = gpu) -> dict[str | None, float]:
+            return {s.labels.get("pod"): s.value for s in dcgm_series(metrics, name, gpu)}
+
+        if not gpu.pods:
+            assert set(by_pod("DCGM_FI_DEV_FB_USED")) == {None}
+            continue
+        pods = [p.pod for p in gpu.pods]
+        assert by_pod("DCGM_FI_DEV_FB_USED") == {
+            pod: share / 2**20 for pod, share in zip(pods, gpu.memory_shares, strict=True)
+        }
+        if gpu.mig_instance is None:
+            assert by_pod("DCGM_FI_DEV_GPU_UTIL") == dict(zip(pods, gpu.util_shares, strict=True))
+        assert by_pod("DCGM_FI_DEV_GPU_TEMP") == dict.fromkeys(pods, gpu.temperature)
+        assert by_pod("DCGM_FI_DEV_POWER_USAGE") == dict.fromkeys(pods, gpu.power_w)
+
+
+def test_dcgm_hostname_variant_spells_the_node_label_in_lower_case() -> None:
+    samples = parse(render(snapshot(SPEC, 0), "dcgm-hostname"))["DCGM_FI_DEV_GPU_TEMP"]
+    assert {s.labels["hostname"] for s in samples} == set(node_names(SPEC))
+    assert all("Hostname" not in s.labels for s in samples)
+
+
+def test_nvidia_smi_uses_ratios_bytes_and_bare_lowercase_uuids() -> None:
+    rows = snapshot(SPEC, 3)
+    metrics = parse(render(rows, "nvidia-smi"))
+    info = {s.labels["uuid"]: s.labels for s in metrics["nvidia_smi_gpu_info"]}
+    util = {s.labels["uuid"]: s.value for s in metrics["nvidia_smi_utilization_gpu_ratio"]}
+    used = {s.labels["uuid"]: s.value for s in metrics["nvidia_smi_memory_used_bytes"]}
+    total = {s.labels["uuid"]: s.value for s in metrics["nvidia_smi_memory_total_bytes"]}
+    for gpu in rows:
+        uuid = smi_uuid(gpu.uuid)
+        assert uuid == gpu.uuid.lower().removeprefix("gpu-") and not uuid.startswith("gpu")
+        assert info[uuid]["name"] == gpu.name and info[uuid]["index"] == str(gpu.index)
+        if gpu.mig_instance is None:
+            assert util[uuid] == gpu.utilization / 100
+            assert used[uuid] == gpu.memory_used_bytes and total[uuid] == gpu.memory_total_bytes
+        else:
+            # NVML sees one MIG-mode device: memory summed over instances, no utilization.
+            parts = [g for g in rows if (g.node, g.index) == (gpu.node, gpu.index)]
+            assert uuid not in util
+            assert used[uuid] == sum(p.memory_used_bytes for p in parts)
+    for name, samples in metrics.items():
+        if name not in ("nvidia_smi_gpu_info", "nvidia_smi_compute_app_used_memory_bytes"):
+            assert all(set(s.labels) == {"uuid"} for s in samples), name
+    apps = metrics["nvidia_smi_compute_app_used_memory_bytes"]
+    assert all(set(s.labels) == {"uuid", "pid", "process_name"} for s in apps)
+    assert len(apps) == sum(len(g.processes) for g in rows)
+
+
+def test_legacy_dialects_report_bytes_percent_and_process_labels() -> None:
+    rows = snapshot(SPEC, 1)
+    by_device = {(g.node, g.index): g for g in plain_rows(rows)}
+    node_style = parse(render(rows, "legacy-node"))
+    for sample in node_style["nvidia_gpu_memory_utilization_percent"]:
+        assert set(sample.labels) == {"node", "gpu", "gpu_name"}
+        gpu = by_device.get((sample.labels["node"], int(sample.labels["gpu"])))
+        if gpu is not None:
+            assert sample.value == gpu.memory_used_bytes / gpu.memory_total_bytes * 100
+    process_labels = {"node", "gpu", "pid", "process_name", "user", "command"}
+    assert all(
+        set(s.labels) == process_labels for s in node_style["nvidia_gpu_process_cpu_percent"]
+    )
+    hostname_style = parse(render(rows, "legacy-hostname"))
+    sample = hostname_style["nvidia_gpu_temperature_celsius"][0]
+    assert set(sample.labels) == {"hostname", "gpu_id", "gpu_name"}
+
+
+def test_gpu_metrics_reports_node_cpu_and_numeric_uids() -> None:
+    rows = snapshot(SPEC, 1)
+    metrics = parse(render(rows, "gpu-metrics"))
+    cpu = {s.labels["hostname"]: s.value for s in metrics["gpu_metrics_cpu_utilization"]}
+    assert cpu == {g.node: g.host_cpu_percent for g in rows}
+    processes = metrics["gpu_process_gpu_memory"]
+    assert processes and all(s.labels["uid"].isdigit() for s in processes)
+    assert {"hostname", "gpu_id", "pid", "process_name", "uid", "command"} == set(
+        processes[0].labels
+    )
+
+
+def test_nvitop_reports_mib_and_the_process_table() -> None:
+    rows = snapshot(SPEC, 1)
+    metrics = parse(render(rows, "nvitop"))
+    used = {
+        (s.labels["hostname"], s.labels["index"]): s.value for s in metrics["gpu_memory_used_MiB"]
+    }
+    for gpu in plain_rows(rows):
+        assert used[gpu.node, str(gpu.index)] == gpu.memory_used_bytes // MIB
+    mig_util = [s for s in metrics["gpu_utilization_Percentage"] if ":" in s.labels["index"]]
+    assert mig_util and all(math.isnan(s.value) for s in mig_util)
+    info = metrics["process_info_info"]
+    assert len(info) == sum(len(g.processes) for g in rows)
+    commands = {p.command for g in rows for p in g.processes}
+    assert {s.labels["command"] for s in info} == commands
+    assert {"hostname", "index", "devicename", "uuid", "pid", "username"} <= set(info[0].labels)
+
+
+def test_dcgm_old_uses_1x_names_pod_labels_and_no_node_label() -> None:
+    rows = snapshot(dataclasses.replace(SPEC, mig_nodes=0, idle_fraction=0.0), 0)
+    metrics = parse(render(rows, "dcgm-old"))
+    used = {s.labels["uuid"]: s for s in metrics["dcgm_fb_used"]}
+    free = {s.labels["uuid"]: s.value for s in metrics["dcgm_fb_free"]}
+    for gpu in rows:
+        sample = used[gpu.uuid]
+        # 1.x has no reserved field: used + free is the whole framebuffer.
+        assert sample.value + free[gpu.uuid] == gpu.memory_total_bytes / 2**20
+        assert sample.labels["pod_name"] == gpu.pods[-1].pod
+        assert {"gpu", "uuid", "pod_name", "pod_namespace", "container_name"} == set(sample.labels)
+
+
+def test_label_values_are_escaped() -> None:
+    rows = snapshot(SPEC, 0)
+    nasty = 'bash -c "echo C:\\tmp\\x"\nsecond line'
+    position, gpu = next((i, g) for i, g in enumerate(rows) if g.processes and g.pods)
+    changed = dataclasses.replace(
+        gpu,
+        processes=tuple(dataclasses.replace(p, command=nasty) for p in gpu.processes),
+        pods=tuple(dataclasses.replace(p, pod=nasty) for p in gpu.pods),
+    )
+    rows[position] = changed
+    assert '\\"echo C:\\\\tmp\\\\x\\"\\nsecond' in render(rows, "legacy-node")
+    commands = {
+        dialect: {s.labels["command"] for s in parse(render(rows, dialect))[name]}
+        for dialect, name in (
+            ("legacy-node", "nvidia_gpu_process_cpu_percent"),
+            ("gpu-metrics", "gpu_process_gpu_memory"),
+            ("nvitop", "process_info_info"),
+        )
+    }
+    assert all(nasty in values for values in commands.values()), commands
+    pods = {s.labels.get("pod") for s in parse(render(rows, "dcgm"))["DCGM_FI_DEV_FB_USED"]}
+    assert nasty in pods
+
+
+def test_render_for_one_node_keeps_only_its_rows() -> None:
+    rows = snapshot(SPEC, 0)
+    samples = parse(render(rows, "dcgm", node="gpu-node-002"))["DCGM_FI_DEV_GPU_TEMP"]
+    assert {s.labels["Hostname"] for s in samples} == {"gpu-node-002"}
+    assert render(rows, "dcgm", node="no-such-node") == ""
+    with pytest.raises(ValueError, match="unknown dialect"):
+        render(rows, "collectd")
+
+
+def test_render_cache_reuses_text_per_step_dialect_and_node() -> None:
+    cache = RenderCache(SPEC, max_texts=4)
+    first = cache.render(0, "dcgm", "gpu-node-001")
+    assert cache.render(0, "dcgm", "gpu-node-001") is first
+    assert first == render(snapshot(SPEC, 0), "dcgm", "gpu-node-001")
+    assert cache.render(1, "dcgm", "gpu-node-001") == render(
+        snapshot(SPEC, 1), "dcgm", "gpu-node-001"
+    )
+    for node in node_names(SPEC):
+        cache.render(1, "nvitop", node)
+    assert cache.render(0, "dcgm", "gpu-node-001") is not first  # evicted, rebuilt
+
+
+# --- the HTTP exporter and the Prometheus helper -------------------------------------------
+
+
+def test_exporter_serves_metrics_per_node_truth_and_health() -> None:
+    with ExporterServer(SPEC, "nvidia-smi") as exporter:
+        assert requests.get(f"{exporter.url}/healthz", timeout=5).status_code == 200
+        assert requests.get(f"{exporter.url}/metrics/gpu-node-999", timeout=5).status_code == 404
+        one = requests.get(f"{exporter.url}/metrics/gpu-node-001", timeout=5)
+        assert one.headers["Content-Type"].startswith("text/plain; version=0.0.4")
+        assert one.text == render(snapshot(SPEC, 0), "nvidia-smi", "gpu-node-001")
+        everything = requests.get(f"{exporter.url}/metrics", timeout=5).text
+        assert everything == render(snapshot(SPEC, 0), "nvidia-smi")
+        truth = requests.get(f"{exporter.url}/truth", timeout=5).json()
+    assert truth["step"] == 0 and truth["spec"] == dataclasses.asdict(SPEC)
+    assert truth["gpus"] == json.loads(
+        json.dumps([dataclasses.asdict(g) for g in snapshot(SPEC, 0)])
+    )
+    assert [n["name"] for n in truth["nodes"]] == node_names(SPEC)
+
+
+def test_missing_prometheus_binary_is_an_error_naming_the_debian_package() -> None:
+    assert find_prometheus_binary()  # this machine has one, so the e2e test below must run
+    server = PrometheusServer([], binary="/nonexistent/prometheus")
+    with pytest.raises(PrometheusNotInstalledError, match="apt-get install prometheus"):
+        server.start()
+
+
+@pytest.mark.integration
+def test_prometheus_stores_what_the_exporters_publish() -> None:
+    dcgm_spec = ClusterSpec(nodes=2, gpus_per_node=2, seed=11, idle_fraction=0.0, shared_gpus=1)
+    smi_spec = ClusterSpec(nodes=2, gpus_per_node=2, seed=12)
+    exporter_pod = {"pod": "dcgm-exporter-7x2lq", "namespace": "gpu-operator"}
+    with ExporterServer(dcgm_spec, "dcgm") as dcgm, ExporterServer(smi_spec, "nvidia-smi") as smi:
+        targets = [ScrapeTarget(dcgm.address, "/metrics", exporter_pod)]
+        targets += [
+            ScrapeTarget(smi.address, f"/metrics/{node}", {"instance": f"{node}:9835"})
+            for node in node_names(smi_spec)
+        ]
+        # honor_labels=False, as the dcgm-exporter chart's ServiceMonitor does.
+        with PrometheusServer(targets, scrape_interval="1s", honor_labels=False) as prom:
+            prom.wait_for("up == 1", min_count=len(targets))
+            truth = requests.get(f"{dcgm.url}/truth", timeout=5).json()
+            fb_used = prom.query("DCGM_FI_DEV_FB_USED")["data"]["result"]
+            smi_used = prom.query("nvidia_smi_memory_used_bytes")["data"]["result"]
+
+    expected_fb = {
+        (gpu["node"], gpu["index"], pod["pod"], pod["namespace"]): share // MIB
+        for gpu in truth["gpus"]
+        for pod, share in zip(gpu["pods"], gpu["memory_shares"], strict=True)
+    }
+    stored_fb = {
+        (m["Hostname"], int(m["gpu"]), m["exported_pod"], m["exported_namespace"]): float(v)
+        for m, (_, v) in ((r["metric"], r["value"]) for r in fb_used)
+    }
+    assert stored_fb == expected_fb
+    assert {(r["metric"]["pod"], r["metric"]["namespace"]) for r in fb_used} == {
+        ("dcgm-exporter-7x2lq", "gpu-operator")
+    }
+    expected_smi = {
+        (f"{g.node}:9835", smi_uuid(g.uuid)): g.memory_used_bytes for g in snapshot(smi_spec, 0)
+    }
+    stored_smi = {
+        (r["metric"]["instance"], r["metric"]["uuid"]): float(r["value"][1]) for r in smi_used
+    }
+    assert stored_smi == expected_smi
