@@ -8,6 +8,7 @@ import time
 from collections.abc import Mapping
 
 from flask import Flask, Response, g, request
+from flask_compress import Compress
 from flask_cors import CORS
 
 __version__ = "0.1.0"
@@ -19,7 +20,8 @@ access_logger = logging.getLogger("app.access")
 def create_app(overrides: Mapping[str, str] | None = None) -> Flask:
     """Build the Flask app from the environment, with `overrides` taking precedence."""
     # Imports here keep `app.__version__` importable by setup tools without Flask's deps.
-    from app.api import debug, gpu, health
+    from app.api import capabilities, debug, gpu, health
+    from app.cache import ByteBoundedLRU, ResponseCache
     from app.config import configure_logging, load_config
     from app.dialects.detect import DialectSelector
     from app.errors import register_error_handlers
@@ -48,7 +50,8 @@ def create_app(overrides: Mapping[str, str] | None = None) -> Flask:
         node_label=config.node_label,
         refresh_s=config.dialect_refresh,
     )
-    state = AppState(config=config, prometheus=prometheus, dialects=selector)
+    cache = ResponseCache(config.cache_ttl, config.cache_stale, config.cache_max_mb << 20)
+    state = AppState(config=config, prometheus=prometheus, dialects=selector, cache=cache)
     app.extensions[EXTENSION_KEY] = state
 
     CORS(
@@ -64,11 +67,13 @@ def create_app(overrides: Mapping[str, str] | None = None) -> Flask:
     )
     app.register_blueprint(health.bp)
     app.register_blueprint(gpu.bp)
+    app.register_blueprint(capabilities.bp)
     if config.debug_endpoints:
         logger.warning("debug endpoints are ENABLED under /debug: do not expose this service")
         app.register_blueprint(debug.bp)
     register_error_handlers(app)
-    _register_access_log(app, state)
+    _register_access_log(app, state)  # registered first, so it runs last and sees all
+    _register_compression(app, ByteBoundedLRU(config.cache_max_mb << 20, len))
     logger.info("serving GPU metrics from Prometheus at %s", prometheus.display_url)
     return app
 
@@ -88,3 +93,32 @@ def _register_access_log(app: Flask, state: object) -> None:
             "%s %s %d %.1fms", request.method, request.path, response.status_code, elapsed_ms
         )
         return response
+
+
+class _CompressedBodies:
+    """flask-compress cache backend: compressed copies of cached bodies, keyed by ETag."""
+
+    def __init__(self, store: object) -> None:
+        self._store = store
+
+    def get(self, key: str) -> bytes | None:
+        return None if key.endswith(";") else self._store.get(key)  # type: ignore[attr-defined]
+
+    def set(self, key: str, value: bytes) -> None:
+        if not key.endswith(";"):
+            self._store.set(key, value)  # type: ignore[attr-defined]
+
+
+def _register_compression(app: Flask, store: object) -> None:
+    """zstd, brotli or gzip as the client accepts; each cached body is compressed once."""
+    app.config.update(
+        COMPRESS_ALGORITHM=["zstd", "br", "gzip"],
+        COMPRESS_BR_LEVEL=4,
+        COMPRESS_LEVEL=6,
+        COMPRESS_MIN_SIZE=1024,
+        COMPRESS_MIMETYPES=["application/json"],
+        # Bodies that did not come from the response cache get an empty key: not kept.
+        COMPRESS_CACHE_KEY=lambda _request: g.get("body_etag", ""),
+        COMPRESS_CACHE_BACKEND=lambda: _CompressedBodies(store),
+    )
+    Compress(app)

@@ -46,6 +46,12 @@ class Config:
     custom_dialects: tuple[Dialect, ...] = ()
     # A label that names the node where the exporter has none (e.g. kubernetes_node).
     node_label: str | None = None
+    # Seconds a GPU or process list is served from memory before Prometheus is asked again
+    # (0 turns the cache off); then served stale for up to cache_stale seconds while a
+    # background refresh runs.
+    cache_ttl: float = 5.0
+    cache_stale: float = 30.0
+    cache_max_mb: int = 64
     # How often auto-detection looks again at which exporters exist.
     dialect_refresh: float = 300.0
 
@@ -64,6 +70,13 @@ def _parse_int(text: str, minimum: int, maximum: int) -> int:
 def _parse_seconds(text: str) -> float:
     value = float(text)
     if not 0 < value <= 3600:
+        raise ValueError("must be a number of seconds between 0 and 3600")
+    return value
+
+
+def _parse_non_negative(text: str) -> float:
+    value = float(text)
+    if not 0 <= value <= 3600:
         raise ValueError("must be a number of seconds between 0 and 3600")
     return value
 
@@ -152,6 +165,11 @@ def load_config(environ: Mapping[str, str]) -> Config:
         custom_dialects=custom,
         metrics_dialects=_read(environ, "METRICS_DIALECT", _parse_dialects, ()),
         node_label=_read(environ, "NODE_LABEL", check_label_name, None),
+        cache_ttl=_read(environ, "CACHE_TTL", _parse_non_negative, defaults.cache_ttl),
+        cache_stale=_read(environ, "CACHE_STALE_SECONDS", _parse_non_negative,
+                          defaults.cache_stale),
+        cache_max_mb=_read(environ, "CACHE_MAX_MB", lambda t: _parse_int(t, 1, 65536),
+                           defaults.cache_max_mb),
         dialect_refresh=_read(environ, "DIALECT_REFRESH_SECONDS", _parse_seconds,
                               defaults.dialect_refresh),
     )

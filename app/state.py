@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 
 from flask import current_app
 
+from app.cache import ResponseCache
 from app.config import Config
 from app.dialects.detect import DialectSelector
 from app.prometheus.client import PrometheusClient
@@ -42,6 +43,7 @@ class AppState:
     config: Config
     prometheus: PrometheusClient
     dialects: DialectSelector
+    cache: ResponseCache
     stats: RequestStats = field(default_factory=RequestStats)
 
 

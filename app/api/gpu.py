@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from flask import Blueprint, Response, request
 
-from app.api.envelope import ok
+from app.api.envelope import cached_ok, envelope_bytes
 from app.schemas.args import GpuFilterArgsSchema, load_args
 from app.schemas.gpu import GpuProcessSchema, GpuSchema
 from app.services.gpus import list_gpus, list_processes
@@ -22,9 +22,13 @@ def gpu_metrics() -> Response:
     """List every GPU with its utilization, memory, temperature and workload."""
     filters = load_args(_filter_args, request.args)
     state = get_state()
-    dialects = state.dialects.current(state.prometheus).dialects
-    gpus = list_gpus(state.prometheus, dialects, filters)
-    return ok(_gpus.dump(gpus), "GPU metrics retrieved successfully")
+    prom = state.prometheus
+
+    def produce() -> bytes:
+        gpus = list_gpus(prom, state.dialects.current(prom).dialects, filters)
+        return envelope_bytes(_gpus.dump(gpus), "GPU metrics retrieved successfully")
+
+    return cached_ok(state.cache.get(("metrics", filters), produce), state.cache.ttl)
 
 
 @bp.get("/processes")
@@ -32,6 +36,10 @@ def gpu_processes() -> Response:
     """List every process holding GPU memory."""
     filters = load_args(_filter_args, request.args)
     state = get_state()
-    dialects = state.dialects.current(state.prometheus).dialects
-    processes = list_processes(state.prometheus, dialects, filters)
-    return ok(_processes.dump(processes), "GPU processes retrieved successfully")
+    prom = state.prometheus
+
+    def produce() -> bytes:
+        processes = list_processes(prom, state.dialects.current(prom).dialects, filters)
+        return envelope_bytes(_processes.dump(processes), "GPU processes retrieved successfully")
+
+    return cached_ok(state.cache.get(("processes", filters), produce), state.cache.ttl)

@@ -82,9 +82,10 @@ DCGM_OLD = Dialect(
     name="dcgm-old",
     description="dcgm-exporter 1.x names (dcgm_*), or --use-old-namespace",
     labels=GpuLabels(
+        # 1.x had no node label: detection falls back to the scrape target's instance.
         node=("Hostname", "hostname", "node"),
         index=("gpu",),
-        name=("modelName",),
+        name=("gpu_type", "modelName"),
         uuid=("uuid", "UUID"),
         pod=("exported_pod_name", "pod_name"),
         namespace=("exported_pod_namespace", "pod_namespace"),
@@ -97,6 +98,9 @@ DCGM_OLD = Dialect(
         "temperature": (Source("dcgm_gpu_temp"),),
         "power_usage": (Source("dcgm_power_usage"),),
     },
+    # The model name is only on dcgm_gpu_info{gpu_type}.
+    gpu_info_metrics=("dcgm_gpu_info",),
+    info_only_attributes=("name",),
 )
 
 NVIDIA_SMI = Dialect(
@@ -139,7 +143,8 @@ NVITOP = Dialect(
         "temperature": (Source("gpu_temperature_C"),),
         "power_usage": (Source("gpu_power_usage_W"),),
     },
-    process_labels=ProcessLabels(process_name=("process_name",), user=("username",)),
+    # No process name label: it is derived from the command on process_info_info.
+    process_labels=ProcessLabels(process_name=(), user=("username",)),
     process_fields={
         "gpu_memory": (Source("process_gpu_memory_MiB", scale=MIB),),
         "cpu": (Source("process_cpu_percent_Percentage"),),

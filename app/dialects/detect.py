@@ -117,17 +117,14 @@ def fit(
             f"{dialect.name}: no node label on the series, using the scrape target's "
             "`instance` as node name; set NODE_LABEL to the label your relabeling adds"
         )
-    pod, namespace, container = spec.pod, spec.namespace, spec.container
     exported = tuple(name for name in spec.pod if name.startswith("exported_"))
     if any(name in labels for name in exported):
         notes.append(
             f"{dialect.name}: pod labels arrive as {exported[0]} (ServiceMonitor honorLabels: "
             "false); reading exported_* labels, plain pod/namespace name the exporter itself"
         )
-        pod, namespace, container = (tuple(n for n in names if n.startswith("exported_"))
-                                     for names in (pod, namespace, container))
-    pod, namespace, container = (_present(names, labels) for names in (pod, namespace,
-                                                                       container))
+    pod, namespace, container = (_present(names, labels) for names in
+                                 (spec.pod, spec.namespace, spec.container))
     if spec.pod and not pod:
         notes.append(f"{dialect.name}: no pod labels on the series, so no pod attribution")
     fitted_labels = GpuLabels(

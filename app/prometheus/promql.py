@@ -60,18 +60,21 @@ def selector(metric: str, matchers: Iterable[str] = ()) -> str:
 
 
 def filtered_selector(
-    metric: str, filters: Sequence[tuple[Sequence[str], Sequence[str]]]
+    metric: str,
+    filters: Sequence[tuple[Sequence[str], Sequence[str]]],
+    fixed: Sequence[str] = (),
 ) -> str:
     """Select `metric` where each filter's values match at least one of its candidate labels.
 
     A filter is (candidate label names, wanted values): the same fact may be spelt `node`
     in one exporter and `hostname` in another, so each combination of spellings becomes one
-    selector, joined with `or`.
+    selector, joined with `or`. `fixed` matchers (built by our code, never from input) are
+    added to every selector.
     """
-    if not filters:
+    if not filters and not fixed:
         return metric
     choices = [[equals_any(label, values) for label in labels] for labels, values in filters]
-    selectors = [selector(metric, combo) for combo in itertools.product(*choices)]
+    selectors = [selector(metric, [*fixed, *combo]) for combo in itertools.product(*choices)]
     return selectors[0] if len(selectors) == 1 else "(" + " or ".join(selectors) + ")"
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
@@ -65,7 +66,9 @@ class _GpuReader:
         self.index = first_label(labels.index) if labels.index else lambda _: None
         self.uuid_raw = first_label(labels.uuid) if labels.uuid else lambda _: None
         self.name = first_label(labels.name) if labels.name else lambda _: None
-        self.mig = first_label(labels.mig_instance) if labels.mig_instance else lambda _: None
+        self.mig_label = (
+            first_label(labels.mig_instance) if labels.mig_instance else lambda _: None
+        )
         self.mig_profile = (
             first_label(labels.mig_profile) if labels.mig_profile else lambda _: None
         )
@@ -81,14 +84,39 @@ class _GpuReader:
             return "GPU-" + raw.lower()
         return raw
 
+    def gpu_index(self, labels: Labels) -> int | None:
+        """The GPU's index; nvitop writes a MIG device as "<gpu>:<instance>"."""
+        raw = self.index(labels)
+        return _int_or_none(raw.partition(":")[0] if raw else None)
+
+    def mig(self, labels: Labels) -> str | None:
+        """The MIG instance id, from its own label or from a "<gpu>:<instance>" index."""
+        found = self.mig_label(labels)
+        if found:
+            return found
+        raw = self.index(labels)
+        return raw.partition(":")[2] or None if raw else None
+
+    def model_and_profile(self, labels: Labels) -> tuple[str | None, str | None]:
+        """The model name, and a MIG profile when the name says "<model> MIG <profile>"."""
+        name = self.name(labels)
+        if name and " MIG " in name:
+            model, _, profile = name.partition(" MIG ")
+            return model, profile
+        return name, None
+
     def key(self, labels: Labels) -> GpuKey | None:
         """(node, uuid or index, MIG instance), or None when the series names no GPU."""
         node = self.node(labels)
-        device = self.uuid_raw(labels) if self.by_uuid else self.index(labels)
-        if node is None or device is None:
+        if self.by_uuid:
+            device = self.uuid_raw(labels)
+            if device and self.uuid_without_prefix:
+                device = device.lower()
+        else:
+            index = self.index(labels)
+            device = index.partition(":")[0] if index else None
+        if node is None or not device:
             return None
-        if self.by_uuid and self.uuid_without_prefix:
-            device = device.lower()
         return node, device, self.mig(labels) or ""
 
 
@@ -137,9 +165,11 @@ class _GpuRows:
             row = Gpu(node_name=key[0])
             self.rows[key] = row
         if row.gpu_index is None:
-            row.gpu_index = _int_or_none(reader.index(labels))
+            row.gpu_index = reader.gpu_index(labels)
         if row.gpu_name is None:
-            row.gpu_name = reader.name(labels)
+            row.gpu_name, profile = reader.model_and_profile(labels)
+            if row.mig_profile is None:
+                row.mig_profile = profile
         if row.uuid is None:
             row.uuid = reader.uuid(labels)
         if row.mig_instance is None:
@@ -296,7 +326,7 @@ def join_processes(
         row = rows.get((key[0], key[1], pid))
         if row is None:
             gpu = gpu_of.get((key[0], key[1]))
-            index = _int_or_none(reader.index(labels))
+            index = reader.gpu_index(labels)
             row = GpuProcess(node_name=key[0], gpu_index=index, pid=pid,
                              gpu_uuid=reader.uuid(labels))
             if gpu is not None:
@@ -311,6 +341,9 @@ def join_processes(
             row.user = read_user(labels)
         if row.command is None:
             row.command = read_command(labels)
+        if row.process_name is None and row.command:
+            # nvitop has no process name label: the executable's base name stands in.
+            row.process_name = os.path.basename(row.command.split()[0])
         return row
 
     for metric in dialect.process_info_metrics:

@@ -68,23 +68,48 @@ def gpu_queries(dialect: Dialect, filters: GpuFilters) -> dict[QueryKey, str]:
         queries[("info", metric)] = aggregate(
             "max", identity, filtered_selector(metric, info_filters)
         )
-    if labels.pods():
-        queries[("pods",)] = pods_query(dialect, filters)
+    pods = pods_query(dialect, filters) if labels.pod else None
+    if pods is not None:
+        queries[("pods",)] = pods
     return queries
 
 
-def pods_query(dialect: Dialect, filters: GpuFilters) -> str:
-    """Which pods hold which GPU, narrowed to the requested namespaces and pods."""
+def pods_query(dialect: Dialect, filters: GpuFilters) -> str | None:
+    """Which pods hold which GPU, narrowed to the requested namespaces and pods.
+
+    With the chart's default honorLabels: false, a workload's labels arrive as exported_*
+    and the plain ones name the exporter's own pod. Series with an exported pod are read
+    as they are; series without one are kept only if their plain pod is not the scrape
+    target's own pod (as `up` records it), which leaves out idle GPUs under honorLabels
+    false and keeps workloads under honorLabels true.
+    """
     labels = dialect.labels
-    pod_filters = identity_filters(dialect, filters, on_info=False)
-    if filters.namespace and labels.namespace:
-        pod_filters.append((labels.namespace, filters.namespace))
-    if filters.pod and labels.pod:
-        pod_filters.append((labels.pod, filters.pod))
+    base = identity_filters(dialect, filters, on_info=False)
     metric = dialect.pod_metric()
-    return aggregate(
-        "group", labels.identity() + labels.pods(), filtered_selector(metric, pod_filters)
-    )
+    parts = []
+    for exported in (True, False):
+        pod = tuple(n for n in labels.pod if n.startswith("exported_") == exported)
+        if not pod:
+            continue
+        namespace = tuple(n for n in labels.namespace if n.startswith("exported_") == exported)
+        wanted = list(base)
+        if filters.namespace:
+            wanted.append((namespace, filters.namespace))
+        if filters.pod:
+            wanted.append((pod, filters.pod))
+        if exported:
+            fixed = [f'{pod[0]}!=""']
+        else:
+            fixed = [f'{n}=""' for n in labels.pod if n.startswith("exported_")]
+        if any(not names for names, _ in wanted):
+            continue  # a filter on a label this half does not have matches nothing here
+        series = filtered_selector(metric, wanted, fixed)
+        if not exported and "pod" in pod:
+            series = f'({series} unless on (instance, pod) up{{pod!=""}})'
+        parts.append(series)
+    if not parts:
+        return None  # the filters ask for labels this dialect does not have
+    return aggregate("group", labels.identity() + labels.pods(), " or ".join(parts))
 
 
 def process_queries(dialect: Dialect, filters: GpuFilters) -> dict[QueryKey, str]:
@@ -113,6 +138,7 @@ def process_queries(dialect: Dialect, filters: GpuFilters) -> dict[QueryKey, str
         queries[("gpus",)] = aggregate(
             "group", labels.identity(), filtered_selector(dialect.pod_metric(), field_filters)
         )
-    if labels.pods():
-        queries[("pods",)] = pods_query(dialect, filters)
+    pods = pods_query(dialect, filters) if labels.pod else None
+    if pods is not None:
+        queries[("pods",)] = pods
     return queries

@@ -1,0 +1,29 @@
+"""What this deployment can tell, so a frontend can hide columns instead of showing nulls."""
+
+from __future__ import annotations
+
+from flask import Blueprint, Response, request
+
+from app.api.envelope import ok
+from app.schemas.args import NoArgsSchema, load_args
+from app.schemas.capabilities import CapabilitiesSchema
+from app.schemas.gpu import GpuProcessSchema, GpuSchema
+from app.services.capabilities import describe_capabilities
+from app.state import get_state
+
+bp = Blueprint("capabilities", __name__, url_prefix="/api/v1")
+
+_schema = CapabilitiesSchema()
+_no_args = NoArgsSchema()
+_GPU_ORDER = tuple(GpuSchema().fields)
+_PROCESS_ORDER = tuple(GpuProcessSchema().fields)
+
+
+@bp.get("/capabilities")
+def capabilities() -> Response:
+    """Report the detected exporter dialects, the fields they fill, and notes."""
+    load_args(_no_args, request.args)
+    state = get_state()
+    detection = state.dialects.current(state.prometheus)
+    report = describe_capabilities(detection, _GPU_ORDER, _PROCESS_ORDER)
+    return ok(_schema.dump(report), "Capabilities retrieved successfully")

@@ -1,0 +1,36 @@
+"""Output schema of the capabilities endpoint."""
+
+from __future__ import annotations
+
+from marshmallow import Schema, fields
+
+from app.schemas.fields import Timestamp
+
+
+class DialectReportSchema(Schema):
+    """One exporter dialect in use."""
+
+    name = fields.String(metadata={"example": "dcgm"})
+    description = fields.String()
+    gpu_series = fields.Integer(metadata={"description": "Series of its main GPU metric"})
+    node_label = fields.String(metadata={"description": "Label read as the node name"})
+    pod_labels = fields.List(fields.String(), metadata={"description": "Pod labels read"})
+    mig = fields.Boolean(metadata={"description": "MIG instances are reported"})
+    processes = fields.Boolean(metadata={"description": "Per-process series exist"})
+
+
+class CapabilitiesSchema(Schema):
+    """What the GPU endpoints can fill in, and why something is missing."""
+
+    mode = fields.String(metadata={"description": "auto (detected) or forced (configured)"})
+    checked_at = Timestamp(metadata={"description": "When detection last ran"})
+    dialects = fields.List(fields.Nested(DialectReportSchema))
+    gpu_fields = fields.List(fields.String(), metadata={
+        "description": "Fields of /api/v1/gpu/metrics that can be non-null"})
+    process_fields = fields.List(fields.String(), metadata={
+        "description": "Fields of /api/v1/gpu/processes that can be non-null"})
+    pod_attribution = fields.Boolean()
+    mig = fields.Boolean()
+    processes = fields.Boolean()
+    notes = fields.List(fields.String(), metadata={
+        "description": "Why something users expect is missing, or read differently"})

@@ -1,0 +1,109 @@
+"""Say what this Prometheus can tell: dialects found, fields available, and why not."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from app.dialects.detect import Detection
+from app.dialects.model import Dialect
+
+ALWAYS_GPU_FIELDS = ("node_name", "timestamp")
+
+
+@dataclass(frozen=True)
+class DialectReport:
+    """One dialect in use, as fitted to the data."""
+
+    name: str
+    description: str
+    gpu_series: int
+    node_label: str
+    pod_labels: tuple[str, ...]
+    mig: bool
+    processes: bool
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    """What the GPU endpoints can fill in, so a frontend can hide empty columns."""
+
+    mode: str
+    checked_at: float
+    dialects: tuple[DialectReport, ...]
+    gpu_fields: tuple[str, ...]
+    process_fields: tuple[str, ...]
+    pod_attribution: bool
+    mig: bool
+    processes: bool
+    notes: tuple[str, ...]
+
+
+def gpu_fields_of(dialect: Dialect) -> set[str]:
+    """Fields this dialect fills, including those derived from others."""
+    labels = dialect.labels
+    found = set(ALWAYS_GPU_FIELDS) | (set(dialect.gpu_fields) - {"memory_reserved"})
+    if labels.index:
+        found.add("gpu_index")
+    if labels.name:
+        found.add("gpu_name")
+    if labels.uuid:
+        found.add("uuid")
+    if labels.mig_instance:
+        found.update(("mig_instance", "mig_profile") if labels.mig_profile else
+                     ("mig_instance",))
+    for attribute in ("pod", "namespace", "container"):
+        if getattr(labels, attribute):
+            found.add(attribute)
+    memory = found & {"memory_used", "memory_total", "memory_free"}
+    if {"memory_used", "memory_free"} <= memory:
+        found.add("memory_total")
+    if {"memory_used", "memory_total"} <= found:
+        found.update(("memory_free", "memory_utilization"))
+    return found
+
+
+def process_fields_of(dialect: Dialect) -> set[str]:
+    """Process fields this dialect fills."""
+    if not dialect.process_fields:
+        return set()
+    labels = dialect.process_labels
+    found = {"node_name", "gpu_index", "pid", "timestamp", *dialect.process_fields}
+    for attribute in ("process_name", "user", "command"):
+        if getattr(labels, attribute):
+            found.add(attribute)
+    if dialect.labels.uuid:
+        found.add("gpu_uuid")
+    if dialect.labels.pod:
+        found.update(("pod", "namespace"))
+    return found
+
+
+def describe_capabilities(detection: Detection, gpu_order: tuple[str, ...],
+                          process_order: tuple[str, ...]) -> Capabilities:
+    """Summarize a detection; field lists follow the output schemas' order."""
+    gpu: set[str] = set()
+    process: set[str] = set()
+    reports = []
+    for dialect in detection.dialects:
+        gpu |= gpu_fields_of(dialect)
+        process |= process_fields_of(dialect)
+        reports.append(DialectReport(
+            name=dialect.name,
+            description=dialect.description,
+            gpu_series=detection.series_counts.get(dialect.pod_metric(), 0),
+            node_label=dialect.labels.node[0],
+            pod_labels=dialect.labels.pods(),
+            mig=bool(dialect.labels.mig_instance),
+            processes=bool(dialect.process_fields),
+        ))
+    return Capabilities(
+        mode="forced" if detection.forced else "auto",
+        checked_at=detection.checked_at,
+        dialects=tuple(reports),
+        gpu_fields=tuple(f for f in gpu_order if f in gpu),
+        process_fields=tuple(f for f in process_order if f in process),
+        pod_attribution="pod" in gpu,
+        mig="mig_instance" in gpu,
+        processes=any(r.processes for r in reports),
+        notes=detection.notes,
+    )
