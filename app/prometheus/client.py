@@ -219,7 +219,8 @@ class PrometheusClient:
         read_timeout = min(self.settings.timeout, remaining)
         if path == "/api/v1/query":
             server_timeout = max(0.1, read_timeout - SERVER_TIMEOUT_MARGIN_S)
-            params = {**params, "timeout": f"{server_timeout:.3f}s"}
+            # Plain seconds: Prometheus parses "9.5" but not the Go-style "9.500s".
+            params = {**params, "timeout": f"{server_timeout:.3f}"}
         url = self.settings.base_url + path
         use_post = allow_post and _encoded_length(params) > MAX_GET_QUERY_CHARS
         try:

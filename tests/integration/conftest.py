@@ -1,0 +1,59 @@
+"""Fixtures that start real servers: Prometheus, simulated exporters and the API."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterator
+
+import pytest
+import requests
+from werkzeug.serving import make_server
+
+from app import create_app
+from demo.prometheus import PrometheusServer
+from tests.integration.world import running_world
+
+
+@pytest.fixture(scope="session")
+def world() -> Iterator[PrometheusServer]:
+    """One Prometheus scraping every simulated dialect, shared by the session."""
+    with running_world() as prometheus:
+        yield prometheus
+
+
+class ApiServer:
+    """The real app answering HTTP on a free loopback port, from a thread."""
+
+    def __init__(self, env: dict[str, str]) -> None:
+        self.app = create_app(env)
+        self._server = make_server("127.0.0.1", 0, self.app, threaded=True)
+        self.url = f"http://127.0.0.1:{self._server.server_port}"
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._thread.start()
+        self.session = requests.Session()
+
+    def get(self, path: str, **kwargs: object) -> requests.Response:
+        """GET a path of the API."""
+        return self.session.get(self.url + path, timeout=30, **kwargs)  # type: ignore[arg-type]
+
+    def close(self) -> None:
+        """Stop serving and release the app's threads and sockets."""
+        self._server.shutdown()
+        self._server.server_close()
+        self.session.close()
+        self.app.extensions["gpu_monitor"].prometheus.close()
+
+
+@pytest.fixture
+def api_server() -> Iterator[Callable[..., ApiServer]]:
+    """Start API servers with environment overrides; all are stopped afterwards."""
+    servers: list[ApiServer] = []
+
+    def start(**env: str) -> ApiServer:
+        server = ApiServer(env)
+        servers.append(server)
+        return server
+
+    yield start
+    for server in servers:
+        server.close()

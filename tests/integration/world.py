@@ -1,0 +1,102 @@
+"""One real Prometheus scraping a simulated cluster in every exporter dialect at once.
+
+Each dialect gets its own cluster (its own node prefix and seed), so a test can ask the API
+for one dialect, or for all of them, and compare with the ground truth of those clusters.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+
+from demo.cluster import ClusterSpec, SimGpu, node_names, snapshot
+from demo.dialects import NODELESS_DIALECTS
+from demo.exporter import ExporterServer
+from demo.prometheus import PrometheusServer, ScrapeTarget
+
+# The exporter's own pod, as Kubernetes service discovery labels its scrape target.
+DCGM_TARGET_LABELS = {"pod": "nvidia-dcgm-exporter-7x9k2", "namespace": "gpu-operator",
+                      "container": "nvidia-dcgm-exporter"}
+DCGM_HONORED_TARGET_LABELS = {"pod": "nvidia-dcgm-exporter-h4h4q", "namespace": "gpu-operator"}
+
+
+@dataclasses.dataclass(frozen=True)
+class Cluster:
+    """One simulated exporter deployment and how Prometheus scrapes it."""
+
+    exporter_dialect: str  # the simulator's name for what it renders
+    spec: ClusterSpec
+    honor_labels: bool = True
+    target_labels: tuple[tuple[str, str], ...] = ()
+
+    def truth(self) -> list[SimGpu]:
+        """What the exporter publishes (the clusters are frozen at step 0)."""
+        return snapshot(self.spec, 0)
+
+
+CLUSTERS: tuple[Cluster, ...] = (
+    Cluster("legacy-node", ClusterSpec(nodes=2, gpus_per_node=3, seed=11, node_prefix="ln-")),
+    Cluster("legacy-hostname", ClusterSpec(nodes=2, gpus_per_node=3, seed=12, mig_nodes=1,
+                                           node_prefix="lh-")),
+    Cluster("gpu-metrics", ClusterSpec(nodes=2, gpus_per_node=2, seed=13, node_prefix="gm-")),
+    # The GPU Operator's default: honorLabels false, so pod labels become exported_*.
+    Cluster("dcgm", ClusterSpec(nodes=3, gpus_per_node=4, seed=14, mig_nodes=1, shared_gpus=2,
+                                node_prefix="dc-"),
+            honor_labels=False, target_labels=tuple(DCGM_TARGET_LABELS.items())),
+    # honorLabels true: idle GPUs carry the exporter's own pod label, which must not count.
+    Cluster("dcgm-hostname", ClusterSpec(nodes=2, gpus_per_node=3, seed=15, shared_gpus=1,
+                                         node_prefix="dh-"),
+            target_labels=tuple(DCGM_HONORED_TARGET_LABELS.items())),
+    Cluster("dcgm-old", ClusterSpec(nodes=2, gpus_per_node=2, seed=16, node_prefix="do-")),
+    Cluster("nvidia-smi", ClusterSpec(nodes=2, gpus_per_node=3, seed=17, mig_nodes=1,
+                                      node_prefix="ns-")),
+    Cluster("nvitop", ClusterSpec(nodes=2, gpus_per_node=2, seed=18, mig_nodes=1,
+                                  node_prefix="nv-")),
+)
+
+# The API's dialect name for each simulated exporter.
+API_DIALECT = {
+    "legacy-node": "legacy", "legacy-hostname": "legacy", "gpu-metrics": "gpu-metrics",
+    "dcgm": "dcgm", "dcgm-hostname": "dcgm", "dcgm-old": "dcgm-old",
+    "nvidia-smi": "nvidia-smi", "nvitop": "nvitop",
+}
+
+
+def instance_of(cluster: Cluster, node: str) -> str:
+    """The `instance` of a per-node target: what a node-less exporter's node is known by."""
+    port = 9400 if cluster.exporter_dialect == "dcgm-old" else 9835
+    return f"{node}:{port}"
+
+
+def targets_for(cluster: Cluster, exporter: ExporterServer) -> list[ScrapeTarget]:
+    """Scrape targets: one per node for exporters without a node label, else one."""
+    labels = dict(cluster.target_labels)
+    if cluster.exporter_dialect not in NODELESS_DIALECTS:
+        return [ScrapeTarget(exporter.address, labels=labels,
+                             honor_labels=cluster.honor_labels)]
+    targets = []
+    for node in node_names(cluster.spec):
+        node_labels = {**labels, "instance": instance_of(cluster, node)}
+        if cluster.exporter_dialect == "nvidia-smi":
+            # A common relabeling adds the node name; dcgm-old is left with instance only.
+            node_labels["kubernetes_node"] = node
+        targets.append(ScrapeTarget(exporter.address, metrics_path=f"/metrics/{node}",
+                                    labels=node_labels, honor_labels=cluster.honor_labels))
+    return targets
+
+
+@contextmanager
+def running_world(clusters: tuple[Cluster, ...] = CLUSTERS) -> Iterator[PrometheusServer]:
+    """Start every exporter and one Prometheus scraping them; wait for every target."""
+    with ExitStack() as stack:
+        targets: list[ScrapeTarget] = []
+        for cluster in clusters:
+            exporter = stack.enter_context(ExporterServer(cluster.spec,
+                                                          cluster.exporter_dialect))
+            targets.extend(targets_for(cluster, exporter))
+        prometheus = stack.enter_context(PrometheusServer(targets, scrape_interval="1s"))
+        prometheus.wait_for(
+            "up == 1", predicate=lambda result: len(result) == len(targets), timeout=60)
+        # Let every target's first scrape land (up == 1 is written with the samples).
+        yield prometheus
