@@ -296,6 +296,13 @@ def gpu_sort_key(row: Gpu) -> tuple[Any, ...]:
     )
 
 
+def pod_holders(dialect: Dialect, results: Mapping[QueryKey, QueryResult]) -> list[Gpu]:
+    """GPUs with the pods that hold them, from a dialect's pods query alone."""
+    table = _GpuRows(_GpuReader(dialect))
+    _attach_pods(_series(results, ("pods",)), table, create=True)
+    return [row for row in table.rows.values() if row.pod]
+
+
 def join_processes(
     dialect: Dialect, results: Mapping[QueryKey, QueryResult], filters: GpuFilters
 ) -> list[GpuProcess]:

@@ -1,0 +1,106 @@
+"""Run the API on a built-in demo: a simulated GPU cluster scraped by a real Prometheus.
+
+    python -m demo [--dialect dcgm --dialect nvitop] [--nodes 4] [--port 8080]
+
+Starts simulated exporters (by default dcgm-exporter, for utilization, memory, pods and
+MIG, beside nvitop-exporter, for the process table, as many clusters run them), a real
+Prometheus scraping them every few seconds, and the API under gunicorn as deployed, then
+waits for Ctrl-C and stops everything.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import subprocess
+import sys
+from contextlib import ExitStack
+from pathlib import Path
+
+from demo.cluster import ClusterSpec, node_names
+from demo.dialects import DIALECTS, NODELESS_DIALECTS
+from demo.exporter import ExporterServer
+from demo.prometheus import PrometheusError, PrometheusServer, ScrapeTarget
+
+logger = logging.getLogger("demo")
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _targets(exporter: ExporterServer, spec: ClusterSpec, dialect: str) -> list[ScrapeTarget]:
+    if dialect not in NODELESS_DIALECTS:
+        # Scraped like a DaemonSet behind the GPU Operator's ServiceMonitor.
+        return [ScrapeTarget(exporter.address, labels={"namespace": "gpu-operator"})]
+    return [
+        ScrapeTarget(exporter.address, metrics_path=f"/metrics/{node}",
+                     labels={"instance": f"{node}:9835", "kubernetes_node": node})
+        for node in node_names(spec)
+    ]
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Start the demo and block until interrupted; return the exit status."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--dialect", choices=DIALECTS, action="append",
+                        help="an exporter to simulate; repeat for several "
+                             "(default: dcgm and nvitop)")
+    parser.add_argument("--nodes", type=int, default=4, help="GPU nodes (default 4)")
+    parser.add_argument("--gpus", type=int, default=8, help="GPUs per node (default 8)")
+    parser.add_argument("--mig-nodes", type=int, default=1, help="nodes in MIG mode")
+    parser.add_argument("--shared-gpus", type=int, default=2, help="time-sliced GPUs")
+    parser.add_argument("--period", type=float, default=15.0,
+                        help="seconds between changes of the simulated values")
+    parser.add_argument("--port", type=int, default=int(os.environ.get("PORT", "8080")),
+                        help="API port (default 8080 or $PORT)")
+    parser.add_argument("--prometheus-port", type=int, default=None,
+                        help="Prometheus port (default: a free one)")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s demo: %(message)s")
+
+    # Keep at least one node out of MIG mode, so time-sliced GPUs have somewhere to be.
+    spec = ClusterSpec(nodes=args.nodes, gpus_per_node=args.gpus, seed=7,
+                       mig_nodes=min(args.mig_nodes, args.nodes - 1),
+                       shared_gpus=args.shared_gpus)
+    signal.signal(signal.SIGTERM, _interrupt)
+    dialects = args.dialect or ["dcgm", "nvitop"]
+    with ExitStack() as stack:
+        targets: list[ScrapeTarget] = []
+        for dialect in dialects:
+            exporter = stack.enter_context(ExporterServer(spec, dialect, period_s=args.period))
+            targets.extend(_targets(exporter, spec, dialect))
+            logger.info("simulated %s exporter: %d nodes x %d GPUs at %s/metrics",
+                        dialect, spec.nodes, spec.gpus_per_node, exporter.url)
+        try:
+            prometheus = PrometheusServer(targets, scrape_interval="5s",
+                                          port=args.prometheus_port)
+            prometheus.start()
+        except PrometheusError as exc:
+            logger.error("%s", exc)
+            return 1
+        try:
+            logger.info("Prometheus at %s (data appears after the first scrape)",
+                        prometheus.url)
+            env = {**os.environ, "PROMETHEUS_URL": prometheus.url, "PORT": str(args.port)}
+            gunicorn = Path(sys.executable).with_name("gunicorn")
+            api = subprocess.Popen([str(gunicorn), "--config", "gunicorn.conf.py", "wsgi:app"],
+                                   cwd=ROOT, env=env)
+            logger.info("API on http://127.0.0.1:%d — try /api/v1/gpu/metrics, "
+                        "/api/v1/gpu/processes, /api/v1/capabilities, /api/healthz; "
+                        "Ctrl-C stops everything", args.port)
+            try:
+                return api.wait()
+            except KeyboardInterrupt:
+                api.send_signal(signal.SIGTERM)
+                api.wait(timeout=30)
+                return 0
+        finally:
+            prometheus.stop()
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+if __name__ == "__main__":
+    sys.exit(main())
