@@ -41,8 +41,19 @@ def create_app(overrides: Mapping[str, str] | None = None) -> Flask:
             deadline=config.request_deadline,
             threads=config.query_threads,
             retries=config.prometheus_retries,
+            max_response_bytes=config.max_response_mb << 20,
+            # A CA bundle replaces the system's; verification is on unless opted out.
+            verify=(config.ca_file or True) if config.tls_verify else False,
+            client_cert=config.client_cert,
+            bearer_token=config.bearer_token,
+            bearer_token_file=config.bearer_token_file,
+            basic_auth=config.basic_auth,
+            headers=dict(config.headers),
         )
     )
+    if not config.tls_verify:
+        logger.warning("TLS verification of Prometheus is OFF "
+                       "(PROMETHEUS_TLS_INSECURE_SKIP_VERIFY)")
     catalog = config.dialect_catalog()
     selector = DialectSelector(
         [catalog[name] for name in config.metrics_dialects] or list(catalog.values()),

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import logging
+import os
+import re
 import sys
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import TypeVar
 from urllib.parse import urlsplit
 
@@ -40,6 +42,15 @@ class Config:
     prometheus_retries: int = 2
     cors_origins: tuple[str, ...] = ("*",)
     debug_endpoints: bool = False
+    # How to reach a hardened Prometheus: secrets are kept out of repr() and logs.
+    bearer_token: str | None = field(default=None, repr=False)
+    bearer_token_file: str | None = None
+    basic_auth: tuple[str, str] | None = field(default=None, repr=False)
+    ca_file: str | None = None
+    client_cert: tuple[str, str] | None = None
+    tls_verify: bool = True
+    headers: tuple[tuple[str, str], ...] = field(default=(), repr=False)
+    max_response_mb: int = 256
     # Exporter dialects to read; empty means detect them from what Prometheus holds.
     metrics_dialects: tuple[str, ...] = ()
     # Custom dialects from METRICS_MAPPING_FILE, tried before the built-in ones.
@@ -122,6 +133,32 @@ def _parse_dialects(text: str) -> tuple[str, ...]:
     return () if names in ((), ("auto",)) else names
 
 
+_HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
+
+
+def _parse_headers(text: str) -> tuple[tuple[str, str], ...]:
+    headers = []
+    for part in text.split(","):
+        if not part.strip():
+            continue
+        name, sep, value = part.partition("=")
+        name, value = name.strip(), value.strip()
+        if not sep or not _HEADER_NAME.match(name) or not value or "\n" in value:
+            raise ValueError("must be comma-separated Name=value pairs, e.g. X-Scope-OrgID=team-a")
+        if name.lower() == "authorization":
+            raise ValueError("set credentials with PROMETHEUS_BEARER_TOKEN(_FILE) or "
+                             "PROMETHEUS_USERNAME/PROMETHEUS_PASSWORD instead")
+        headers.append((name, value))
+    return tuple(headers)
+
+
+def _parse_readable_file(text: str) -> str:
+    path = text.strip()
+    if not os.path.isfile(path) or not os.access(path, os.R_OK):
+        raise ValueError("is not a readable file")
+    return path
+
+
 def _read(
     environ: Mapping[str, str], name: str, parse: Callable[[str], T], default: T
 ) -> T:
@@ -159,6 +196,7 @@ def load_config(environ: Mapping[str, str]) -> Config:
             environ, "ENABLE_DEBUG_ENDPOINTS", _parse_bool, defaults.debug_endpoints
         ),
     )
+    config = replace(config, **_connection_settings(environ, config))
     custom = _read(environ, "METRICS_MAPPING_FILE", lambda p: tuple(load_mapping_file(p)), ())
     config = replace(
         config,
@@ -185,6 +223,44 @@ def load_config(environ: Mapping[str, str]) -> Config:
             f"REQUEST_DEADLINE={config.request_deadline}"
         )
     return config
+
+
+def _connection_settings(environ: Mapping[str, str], defaults: Config) -> dict[str, object]:
+    """Credentials, TLS and headers for Prometheus; values are never echoed in errors."""
+    token = environ.get("PROMETHEUS_BEARER_TOKEN") or None
+    token_file = _read(environ, "PROMETHEUS_BEARER_TOKEN_FILE", _parse_readable_file, None)
+    username = environ.get("PROMETHEUS_USERNAME") or None
+    password = environ.get("PROMETHEUS_PASSWORD")
+    password_file = _read(environ, "PROMETHEUS_PASSWORD_FILE", _parse_readable_file, None)
+    if password_file:
+        with open(password_file, encoding="utf-8") as handle:
+            password = handle.read().strip()
+    if token and token_file:
+        raise ConfigError("set PROMETHEUS_BEARER_TOKEN or PROMETHEUS_BEARER_TOKEN_FILE, "
+                          "not both")
+    if username and (token or token_file):
+        raise ConfigError("set a bearer token or PROMETHEUS_USERNAME/PASSWORD, not both")
+    if username and password is None:
+        raise ConfigError("PROMETHEUS_USERNAME needs PROMETHEUS_PASSWORD or "
+                          "PROMETHEUS_PASSWORD_FILE")
+    if password is not None and not username:
+        raise ConfigError("PROMETHEUS_PASSWORD needs PROMETHEUS_USERNAME")
+    cert = _read(environ, "PROMETHEUS_CLIENT_CERT", _parse_readable_file, None)
+    key = _read(environ, "PROMETHEUS_CLIENT_KEY", _parse_readable_file, None)
+    if bool(cert) != bool(key):
+        raise ConfigError("PROMETHEUS_CLIENT_CERT and PROMETHEUS_CLIENT_KEY go together")
+    return {
+        "bearer_token": token,
+        "bearer_token_file": token_file,
+        "basic_auth": (username, password) if username and password is not None else None,
+        "ca_file": _read(environ, "PROMETHEUS_CA_FILE", _parse_readable_file, None),
+        "client_cert": (cert, key) if cert and key else None,
+        "tls_verify": not _read(environ, "PROMETHEUS_TLS_INSECURE_SKIP_VERIFY", _parse_bool,
+                                False),
+        "headers": _read(environ, "PROMETHEUS_HEADERS", _parse_headers, ()),
+        "max_response_mb": _read(environ, "PROMETHEUS_MAX_RESPONSE_MB",
+                                 lambda t: _parse_int(t, 1, 4096), defaults.max_response_mb),
+    }
 
 
 def configure_logging(level: str) -> None:
