@@ -20,7 +20,7 @@ access_logger = logging.getLogger("app.access")
 def create_app(overrides: Mapping[str, str] | None = None) -> Flask:
     """Build the Flask app from the environment, with `overrides` taking precedence."""
     # Imports here keep `app.__version__` importable by setup tools without Flask's deps.
-    from app.api import capabilities, debug, gpu, health
+    from app.api import capabilities, debug, gpu, health, openapi
     from app.cache import ByteBoundedLRU, ResponseCache
     from app.config import configure_logging, load_config
     from app.dialects.detect import DialectSelector
@@ -79,11 +79,13 @@ def create_app(overrides: Mapping[str, str] | None = None) -> Flask:
     app.register_blueprint(health.bp)
     app.register_blueprint(gpu.bp)
     app.register_blueprint(capabilities.bp)
+    app.register_blueprint(openapi.bp)
     if config.debug_endpoints:
         logger.warning("debug endpoints are ENABLED under /debug: do not expose this service")
         app.register_blueprint(debug.bp)
     register_error_handlers(app)
     _register_access_log(app, state)  # registered first, so it runs last and sees all
+    _register_request_guards(app)
     _register_compression(app, ByteBoundedLRU(config.cache_max_mb << 20, len))
     logger.info("serving GPU metrics from Prometheus at %s", prometheus.display_url)
     return app
@@ -103,6 +105,45 @@ def _register_access_log(app: Flask, state: object) -> None:
         access_logger.info(
             "%s %s %d %.1fms", request.method, request.path, response.status_code, elapsed_ms
         )
+        return response
+
+
+# Below gunicorn's socket limits (gunicorn.conf.py), so an oversized request still gets
+# the envelope rather than gunicorn's plain-text 400.
+MAX_QUERY_STRING_BYTES = 4096
+MAX_HEADER_BYTES = 8192
+SECURITY_HEADERS = {
+    "X-Content-Type-Options": "nosniff",
+    # JSON only: nothing may be loaded, framed or executed from our responses.
+    "Content-Security-Policy": "default-src 'none'; frame-ancestors 'none'",
+    "X-Frame-Options": "DENY",
+    "Referrer-Policy": "no-referrer",
+}
+
+
+def _register_request_guards(app: Flask) -> None:
+    """Refuse oversized requests in the envelope; add security headers to every response."""
+    from app.errors import AppError
+
+    class QueryTooLongError(AppError):
+        status = 414
+
+    class HeadersTooLargeError(AppError):
+        status = 431
+
+    @app.before_request
+    def refuse_oversized() -> None:
+        if len(request.query_string) > MAX_QUERY_STRING_BYTES:
+            raise QueryTooLongError(
+                f"query string longer than {MAX_QUERY_STRING_BYTES} bytes; use fewer filters")
+        size = sum(len(k) + len(v) + 4 for k, v in request.headers.items())
+        if size > MAX_HEADER_BYTES:
+            raise HeadersTooLargeError(f"request headers larger than {MAX_HEADER_BYTES} bytes")
+
+    @app.after_request
+    def add_security_headers(response: Response) -> Response:
+        for name, value in SECURITY_HEADERS.items():
+            response.headers.setdefault(name, value)
         return response
 
 

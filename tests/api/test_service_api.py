@@ -114,3 +114,24 @@ def test_prometheus_url_keeps_a_path_prefix(make_app: Callable[..., Flask]) -> N
     app = make_app(PROMETHEUS_URL="http://vm.test:8481/select/0/prometheus/")
     assert app.extensions["gpu_monitor"].prometheus.settings.base_url == (
         "http://vm.test:8481/select/0/prometheus")
+
+
+def test_every_response_carries_security_headers(client: FlaskClient) -> None:
+    for path in ("/api/livez", "/nope", "/api/v1/gpu/metrics?bad=1"):
+        headers = client.get(path).headers
+        assert headers["X-Content-Type-Options"] == "nosniff"
+        assert "default-src 'none'" in headers["Content-Security-Policy"]
+        assert headers["X-Frame-Options"] == "DENY"
+
+
+def test_oversized_query_string_is_a_414_envelope(client: FlaskClient) -> None:
+    response = client.get("/api/v1/gpu/metrics?" + "&".join(["node=" + "x" * 200] * 30))
+    assert response.status_code == 414
+    body = response.get_json()
+    assert body["success"] is False and "query string" in body["error"]
+
+
+def test_oversized_headers_are_a_431_envelope(client: FlaskClient) -> None:
+    response = client.get("/api/livez", headers={f"X-Filler-{i}": "y" * 500 for i in range(20)})
+    assert response.status_code == 431
+    assert response.get_json()["success"] is False
