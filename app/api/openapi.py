@@ -95,7 +95,9 @@ def build_spec() -> dict[str, Any]:
     spec.path(path="/api/healthz", operations={"get": {
         "summary": "Readiness: can the service reach Prometheus?",
         "responses": {"200": _response("Prometheus answers", "HealthEnvelope"),
-                      **_errors("400", "502", "503", "504")},
+                      "503": _response("Prometheus is unreachable, too slow or failing",
+                                       "ErrorEnvelope"),
+                      **_errors("400")},
     }})
     spec.path(path="/api/livez", operations={"get": {
         "summary": "Liveness: the process runs (Prometheus is not asked)",

@@ -135,3 +135,16 @@ def test_oversized_headers_are_a_431_envelope(client: FlaskClient) -> None:
     response = client.get("/api/livez", headers={f"X-Filler-{i}": "y" * 500 for i in range(20)})
     assert response.status_code == 431
     assert response.get_json()["success"] is False
+
+
+@pytest.mark.parametrize("failure", [
+    lambda: (200, {}, "<html>proxy login</html>"),
+    lambda: (503, {}, '{"status":"error","errorType":"timeout","error":"slow"}'),
+])
+def test_healthz_is_503_whenever_prometheus_fails(client: FlaskClient,
+                                                  fake_prometheus: FakePrometheus,
+                                                  failure) -> None:
+    fake_prometheus.failure = failure
+    response = client.get("/api/healthz")
+    assert response.status_code == 503
+    assert "Prometheus at http://prometheus.test:9090" in response.get_json()["error"]
