@@ -38,7 +38,8 @@ class Config:
     request_deadline: float = 20.0
     # Threads issuing PromQL in parallel, per worker process.
     query_threads: int = 8
-    # Retries of a failed connection or a 502/503/504 answer (reads are idempotent).
+    # Retries of a refused connection or a 502/503 answer (reads are idempotent; a slow
+    # answer is not retried, it would only blow the deadline).
     prometheus_retries: int = 2
     cors_origins: tuple[str, ...] = ("*",)
     debug_endpoints: bool = False
@@ -105,6 +106,10 @@ def _parse_url(text: str) -> str:
     parts = urlsplit(text.strip())
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ValueError("must be an http:// or https:// URL such as http://prometheus:9090")
+    try:
+        parts.port  # noqa: B018 - raises ValueError for a port out of range
+    except ValueError:
+        raise ValueError("has an invalid port") from None
     if parts.query or parts.fragment:
         raise ValueError("must not carry a query string or fragment")
     # A path prefix (VictoriaMetrics /prometheus, a proxy's /prometheus) is kept; "/" is not.

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import threading
 import time
 from collections.abc import Hashable, Mapping, Sequence
@@ -280,9 +281,10 @@ class PrometheusClient:
 
 
 def _too_large(display_url: str, limit: int) -> str:
+    size = f"{limit / (1024 * 1024):g} MiB" if limit >= 1024 * 1024 else f"{limit} bytes"
     return (
-        f"Prometheus at {display_url} sent more than {limit // (1024 * 1024)} MiB for one "
-        "query; narrow the request with filters or raise PROMETHEUS_MAX_RESPONSE_MB"
+        f"Prometheus at {display_url} sent more than {size} for one query; narrow the "
+        "request with filters or raise PROMETHEUS_MAX_RESPONSE_MB"
     )
 
 
@@ -295,9 +297,13 @@ def _is_read_timeout(exc: BaseException) -> bool:
     return "ReadTimeout" in text or "timed out" in text
 
 
+_USERINFO = re.compile(r"//[^/@\s]*@")
+
+
 def _short_reason(exc: BaseException) -> str:
     # urllib3 wraps the root cause several times; the innermost words are the useful ones.
-    text = str(exc)
+    # Its text may quote the URL: credentials in it are cut out.
+    text = _USERINFO.sub("//", str(exc))
     for marker in ("Connection refused", "Name or service not known", "No route to host",
                    "Connection reset", "Remote end closed", "certificate verify failed",
                    "Temporary failure in name resolution"):

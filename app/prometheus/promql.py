@@ -6,8 +6,8 @@ import itertools
 import re
 from collections.abc import Iterable, Sequence
 
-LABEL_NAME = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
-METRIC_NAME = re.compile(r"^[a-zA-Z_:][a-zA-Z0-9_:]*$")
+LABEL_NAME = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*")
+METRIC_NAME = re.compile(r"[a-zA-Z_:][a-zA-Z0-9_:]*")
 # RE2 metacharacters; a backslash before any of them makes it literal.
 _RE2_SPECIAL = re.compile(r"([\\.+*?()|\[\]{}^$])")
 _STRING_ESCAPES = {"\\": "\\\\", '"': '\\"', "\n": "\\n", "\r": "\\r", "\t": "\\t"}
@@ -33,14 +33,14 @@ def regex_literal(value: str) -> str:
 
 def check_label_name(name: str) -> str:
     """Return `name` if it is a valid label name, else raise ValueError."""
-    if not LABEL_NAME.match(name):
+    if not LABEL_NAME.fullmatch(name):
         raise ValueError(f"{name!r} is not a valid Prometheus label name")
     return name
 
 
 def check_metric_name(name: str) -> str:
     """Return `name` if it is a valid metric name, else raise ValueError."""
-    if not METRIC_NAME.match(name):
+    if not METRIC_NAME.fullmatch(name):
         raise ValueError(f"{name!r} is not a valid Prometheus metric name")
     return name
 

@@ -116,7 +116,9 @@ def process_queries(dialect: Dialect, filters: GpuFilters) -> dict[QueryKey, str
     """Return every query needed to list processes, plus what places them on a GPU."""
     labels = dialect.labels
     by = labels.identity() + dialect.process_labels.all()
-    field_filters = identity_filters(dialect, filters, on_info=False)
+    # Process series may lack the GPU's model or UUID: only the node is matched on them;
+    # the other GPU filters go through the GPU-level queries below.
+    field_filters = identity_filters(dialect, GpuFilters(node=filters.node), on_info=False)
     queries: dict[QueryKey, str] = {}
     for name, sources in dialect.process_fields.items():
         for position, source in enumerate(sources):
@@ -135,8 +137,9 @@ def process_queries(dialect: Dialect, filters: GpuFilters) -> dict[QueryKey, str
     needs_gpu = filters.gpu_name or filters.uuid or filters.pod or filters.namespace
     if needs_gpu and not dialect.gpu_info_metrics:
         # Process series may lack the model name: list the GPUs to filter by it.
+        gpu_filters = identity_filters(dialect, filters, on_info=False)
         queries[("gpus",)] = aggregate(
-            "group", labels.identity(), filtered_selector(dialect.pod_metric(), field_filters)
+            "group", labels.identity(), filtered_selector(dialect.pod_metric(), gpu_filters)
         )
     pods = pods_query(dialect, filters) if labels.pod else None
     if pods is not None:
