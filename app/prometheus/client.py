@@ -369,6 +369,15 @@ def _http_error(
     return PrometheusBadResponseError(f"{prefix} answered HTTP {status} with {what}")
 
 
+def _is_sample(item: Any) -> bool:
+    """An instant-vector element: labels, and [timestamp as a number, value as text]."""
+    if not isinstance(item, dict) or not isinstance(item.get("metric"), dict):
+        return False
+    value = item.get("value")
+    return (isinstance(value, list) and len(value) == 2
+            and isinstance(value[0], int | float) and not isinstance(value[0], bool))
+
+
 def _parse_query_data(payload: dict[str, Any], display_url: str) -> QueryResult:
     data = payload.get("data")
     if not isinstance(data, dict):
@@ -377,9 +386,7 @@ def _parse_query_data(payload: dict[str, Any], display_url: str) -> QueryResult:
     result = data.get("result")
     if result_type == "scalar" and isinstance(result, list):
         result = [{"metric": {}, "value": result}]
-    if not isinstance(result, list) or not all(
-        isinstance(item, dict) and isinstance(item.get("metric"), dict) for item in result
-    ):
+    if not isinstance(result, list) or not all(map(_is_sample, result)):
         raise PrometheusBadResponseError(
             f"Prometheus at {display_url} answered with a malformed result"
         )

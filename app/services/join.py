@@ -77,6 +77,7 @@ class _GpuReader:
         self.container = first_label(labels.container) if labels.container else lambda _: None
         self.by_uuid = bool(labels.uuid)
         self.uuid_without_prefix = dialect.uuid_without_prefix
+        self.key = self._compile_key(dialect)
 
     def uuid(self, labels: Labels) -> str | None:
         raw = self.uuid_raw(labels)
@@ -105,19 +106,49 @@ class _GpuReader:
             return model, profile
         return name, None
 
-    def key(self, labels: Labels) -> GpuKey | None:
-        """(node, uuid or index, MIG instance), or None when the series names no GPU."""
-        node = self.node(labels)
-        if self.by_uuid:
-            device = self.uuid_raw(labels)
-            if device and self.uuid_without_prefix:
+    def _compile_key(self, dialect: Dialect) -> Callable[[Labels], GpuKey | None]:
+        """Build `key(labels)`: (node, uuid or index, MIG instance), or None when the series
+        names no GPU. Built once per dialect: it runs for every series of every answer."""
+        spec = dialect.labels
+        node_names = spec.node
+        device_names = spec.uuid or spec.index
+        by_uuid = bool(spec.uuid)
+        lower = by_uuid and dialect.uuid_without_prefix
+        mig_names = spec.mig_instance
+        index_names = spec.index
+
+        def key(labels: Labels) -> GpuKey | None:
+            node = device = None
+            for name in node_names:
+                node = labels.get(name)
+                if node:
+                    break
+            for name in device_names:
+                device = labels.get(name)
+                if device:
+                    break
+            if not node or not device:
+                return None
+            mig = ""
+            for name in mig_names:
+                mig = labels.get(name) or ""
+                if mig:
+                    break
+            if not mig:
+                # nvitop writes a MIG device's index as "<gpu>:<instance>".
+                for name in index_names:
+                    index = labels.get(name)
+                    if index:
+                        if ":" in index:
+                            mig = index.partition(":")[2]
+                        break
+            if lower:
                 device = device.lower()
-        else:
-            index = self.index(labels)
-            device = index.partition(":")[0] if index else None
-        if node is None or not device:
-            return None
-        return node, device, self.mig(labels) or ""
+            elif not by_uuid and ":" in device:
+                device = device.partition(":")[0]
+            return node, device, mig
+
+        return key
 
 
 def _apply(row: Any, field: str, source: Source, raw_value: Any, *, as_int: bool) -> None:
@@ -152,10 +183,13 @@ class _GpuRows:
         self.reader = reader
         self.rows: dict[GpuKey, Gpu] = {}
 
-    def get(self, labels: Labels, *, create: bool = True) -> Gpu | None:
-        """Return the row a series belongs to, filling attributes it carries."""
-        reader = self.reader
-        key = reader.key(labels)
+    def get(self, labels: Labels, *, create: bool = True, fill: bool = False) -> Gpu | None:
+        """Return the row a series belongs to; a new row takes the attributes it carries.
+
+        Every series of one query carries the same label names, so attributes are read when
+        a row is created, and again only where asked (`fill`, for info metrics).
+        """
+        key = self.reader.key(labels)
         if key is None:
             return None
         row = self.rows.get(key)
@@ -164,6 +198,13 @@ class _GpuRows:
                 return None
             row = Gpu(node_name=key[0])
             self.rows[key] = row
+            self._fill(row, labels)
+        elif fill:
+            self._fill(row, labels)
+        return row
+
+    def _fill(self, row: Gpu, labels: Labels) -> None:
+        reader = self.reader
         if row.gpu_index is None:
             row.gpu_index = reader.gpu_index(labels)
         if row.gpu_name is None:
@@ -176,12 +217,11 @@ class _GpuRows:
             row.mig_instance = _int_or_none(reader.mig(labels))
         if row.mig_profile is None:
             row.mig_profile = reader.mig_profile(labels)
-        return row
 
     def add_labels_only(self, series_list: list[dict[str, Any]]) -> None:
         """Create rows from series read only for their labels (info metrics)."""
         for series in series_list:
-            row = self.get(series["metric"])
+            row = self.get(series["metric"], fill=True)
             if row is not None:
                 _timestamp(row, series["value"][0])
 
@@ -195,26 +235,32 @@ def join_gpus(
     for metric in dialect.gpu_info_metrics:
         table.add_labels_only(_series(results, ("info", metric)))
     reserved: dict[GpuKey, int] = {}
-    for key, field, source in _ordered_sources(dialect.gpu_fields):
+    rows = table.rows
+    key_of = reader.key
+    for query, field, source in _ordered_sources(dialect.gpu_fields):
         as_int = field in MEMORY_FIELDS
+        scale = source.scale
         skip_mig = source.skip_on_mig
-        for series in _series(results, key):
+        for series in _series(results, query):
             labels = series["metric"]
-            if skip_mig and reader.mig(labels):
+            gpu_key = key_of(labels)
+            if gpu_key is None or (skip_mig and gpu_key[2]):
                 continue
-            row = table.get(labels)
+            row = rows.get(gpu_key) or table.get(labels)
             if row is None:
                 continue
-            sample = series["value"]
-            _timestamp(row, sample[0])
+            timestamp, raw = series["value"]
+            if row.timestamp is None or timestamp > row.timestamp:
+                row.timestamp = timestamp
+            value = number(raw)
+            if value is None:
+                continue
+            value *= scale
             if field == "memory_reserved":
                 # Only used to derive the total; not served on its own.
-                value = number(sample[1])
-                gpu_key = reader.key(labels)
-                if value is not None and gpu_key is not None:
-                    reserved.setdefault(gpu_key, round(value * source.scale))
-                continue
-            _apply(row, field, source, sample[1], as_int=as_int)
+                reserved.setdefault(gpu_key, round(value))
+            elif getattr(row, field) is None:  # an earlier source already answered
+                setattr(row, field, round(value) if as_int else value)
     for gpu_key, row in table.rows.items():
         _derive_memory(row, reserved.get(gpu_key))
     _attach_pods(_series(results, ("pods",)), table, create=False)
