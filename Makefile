@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 PROMETHEUS ?= $(shell command -v prometheus 2>/dev/null || echo /usr/bin/prometheus)
 
-.PHONY: help venv prometheus demo run test lint bench soak clean
+.PHONY: help venv prometheus demo run test lint bench bench-micro soak clean
 
 help:  ## list the targets
 	@grep -E '^[a-z]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -42,6 +42,9 @@ lint: venv  ## static checks
 
 bench: venv prometheus  ## cluster-scale benchmark (see bench/README.md)
 	$(BIN)/python -m bench
+
+bench-micro: venv  ## time parse, join, dump and serialize for 8,000 GPUs (pytest-benchmark)
+	$(BIN)/pytest tests/benchmarks --benchmark-enable --benchmark-columns=min,median,max
 
 clean:  ## remove the virtualenv and caches
 	rm -rf $(VENV) .pytest_cache .ruff_cache .benchmarks
