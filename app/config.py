@@ -14,6 +14,7 @@ from urllib.parse import urlsplit
 from app.dialects.builtin import BUILTIN_DIALECTS
 from app.dialects.mapping import load_mapping_file
 from app.dialects.model import Dialect
+from app.prometheus.auth import is_sendable_token
 from app.prometheus.promql import check_label_name
 
 T = TypeVar("T")
@@ -232,7 +233,10 @@ def load_config(environ: Mapping[str, str]) -> Config:
 
 def _connection_settings(environ: Mapping[str, str], defaults: Config) -> dict[str, object]:
     """Credentials, TLS and headers for Prometheus; values are never echoed in errors."""
-    token = environ.get("PROMETHEUS_BEARER_TOKEN") or None
+    token = (environ.get("PROMETHEUS_BEARER_TOKEN") or "").strip() or None
+    if token is not None and not is_sendable_token(token):
+        raise ConfigError("PROMETHEUS_BEARER_TOKEN holds characters an HTTP header cannot "
+                          "carry (a line break, a space or non-ASCII text?)")
     token_file = _read(environ, "PROMETHEUS_BEARER_TOKEN_FILE", _parse_readable_file, None)
     username = environ.get("PROMETHEUS_USERNAME") or None
     password = environ.get("PROMETHEUS_PASSWORD")

@@ -3,12 +3,21 @@
 from __future__ import annotations
 
 import os
+import re
 import threading
 
 import requests
 from requests.auth import AuthBase
 
 from app.prometheus.errors import PrometheusUnavailableError
+
+# What an HTTP header can carry as a token: visible ASCII, no spaces or line breaks.
+TOKEN_CHARACTERS = re.compile(r"[\x21-\x7e]+")
+
+
+def is_sendable_token(token: str) -> bool:
+    """Tell whether a token can go in an Authorization header as it is."""
+    return bool(TOKEN_CHARACTERS.fullmatch(token))
 
 
 class BearerTokenAuth(AuthBase):
@@ -48,6 +57,12 @@ class BearerTokenAuth(AuthBase):
         if not token:
             raise PrometheusUnavailableError(
                 f"the Prometheus bearer token file {self._file} is empty"
+            )
+        if not is_sendable_token(token):
+            # Never echo the value: it is a secret, and likely a mangled one.
+            raise PrometheusUnavailableError(
+                f"the Prometheus bearer token file {self._file} holds characters an HTTP "
+                "header cannot carry (a line break, a space or non-ASCII text?)"
             )
         return token
 

@@ -263,6 +263,12 @@ class PrometheusClient:
                 f"Prometheus at {self.display_url} sent a broken HTTP answer: "
                 f"{_short_reason(exc)}"
             ) from exc
+        except (ValueError, UnicodeError):
+            # http.client refuses a header it cannot send; its text may quote a secret.
+            raise PrometheusUnavailableError(
+                f"could not send a request to Prometheus at {self.display_url}: a configured "
+                "header or credential holds characters HTTP cannot carry"
+            ) from None
         return _decode(response, body, self.display_url)
 
     def _read_body(self, response: requests.Response) -> bytes:
@@ -309,6 +315,8 @@ def _short_reason(exc: BaseException) -> str:
                    "Temporary failure in name resolution"):
         if marker in text:
             return marker.lower()
+    if "IncompleteRead" in text or "Connection broken" in text:
+        return "the connection closed before the whole answer arrived"
     return text[:200]
 
 
