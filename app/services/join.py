@@ -32,7 +32,7 @@ def number(text: Any) -> float | None:
 
 
 def first_label(candidates: Sequence[str]) -> Callable[[Labels], str | None]:
-    """Return a reader of the first non-empty label among `candidates`."""
+    """Return a reader of the first non-empty label among `candidates` (None if none)."""
     if len(candidates) == 1:
         (only,) = candidates
         return lambda labels: labels.get(only) or None
@@ -63,18 +63,14 @@ class _GpuReader:
     def __init__(self, dialect: Dialect) -> None:
         labels = dialect.labels
         self.node = first_label(labels.node)
-        self.index = first_label(labels.index) if labels.index else lambda _: None
-        self.uuid_raw = first_label(labels.uuid) if labels.uuid else lambda _: None
-        self.name = first_label(labels.name) if labels.name else lambda _: None
-        self.mig_label = (
-            first_label(labels.mig_instance) if labels.mig_instance else lambda _: None
-        )
-        self.mig_profile = (
-            first_label(labels.mig_profile) if labels.mig_profile else lambda _: None
-        )
-        self.pod = first_label(labels.pod) if labels.pod else lambda _: None
-        self.namespace = first_label(labels.namespace) if labels.namespace else lambda _: None
-        self.container = first_label(labels.container) if labels.container else lambda _: None
+        self.index = first_label(labels.index)
+        self.uuid_raw = first_label(labels.uuid)
+        self.name = first_label(labels.name)
+        self.mig_label = first_label(labels.mig_instance)
+        self.mig_profile = first_label(labels.mig_profile)
+        self.pod = first_label(labels.pod)
+        self.namespace = first_label(labels.namespace)
+        self.container = first_label(labels.container)
         self.by_uuid = bool(labels.uuid)
         self.uuid_without_prefix = dialect.uuid_without_prefix
         self.key = self._compile_key(dialect)
