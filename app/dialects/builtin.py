@@ -68,7 +68,7 @@ DCGM = Dialect(
         # every other gauge is copied to each pod's series (max).
         "utilization": (
             Source("DCGM_FI_DEV_GPU_UTIL", aggregate="sum", skip_on_mig=True),
-            Source("DCGM_FI_PROF_GR_ENGINE_ACTIVE", scale=100.0),
+            Source("DCGM_FI_PROF_GR_ENGINE_ACTIVE", scale=100.0, mig_only=True),
         ),
         "memory_used": (Source("DCGM_FI_DEV_FB_USED", scale=MIB, aggregate="sum"),),
         "memory_free": (Source("DCGM_FI_DEV_FB_FREE", scale=MIB),),

@@ -47,6 +47,7 @@ class SourceSchema(Schema):
     scale = fields.Float(validate=validate.Range(min=0, min_inclusive=False))
     aggregate = fields.String(load_default="max", validate=validate.OneOf(["max", "sum"]))
     skip_on_mig = fields.Boolean(load_default=False)
+    mig_only = fields.Boolean(load_default=False)
 
     @post_load
     def to_source(self, data: dict[str, Any], **_: Any) -> Source:
@@ -56,7 +57,7 @@ class SourceSchema(Schema):
         scale = data.get("scale", UNIT_SCALES[data.get("unit", "bytes")])
         try:
             return Source(data["metric"], scale=scale, aggregate=data["aggregate"],
-                          skip_on_mig=data["skip_on_mig"])
+                          skip_on_mig=data["skip_on_mig"], mig_only=data["mig_only"])
         except ValueError as exc:
             raise ValidationError(str(exc)) from None
 

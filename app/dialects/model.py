@@ -29,16 +29,20 @@ class Source:
 
     `aggregate` says how several series of one GPU combine: `max` for device gauges that
     shared-GPU exporters copy to every pod's series, `sum` for values they split per pod.
-    `skip_on_mig` drops the metric on MIG instances, where it is absent or a misleading 0.
+    `skip_on_mig` drops the metric on MIG instances, where it is absent or a misleading 0;
+    `mig_only` reads it on MIG instances alone (and not at all where there are none).
     """
 
     metric: str
     scale: float = 1.0
     aggregate: Literal["max", "sum"] = "max"
     skip_on_mig: bool = False
+    mig_only: bool = False
 
     def __post_init__(self) -> None:
         check_metric_name(self.metric)
+        if self.skip_on_mig and self.mig_only:
+            raise ValueError(f"{self.metric}: skip_on_mig and mig_only exclude each other")
         if self.aggregate not in ("max", "sum"):
             raise ValueError(f"aggregate must be max or sum, not {self.aggregate!r}")
         if not self.scale > 0:

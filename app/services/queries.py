@@ -44,12 +44,18 @@ def exporter_uuid(dialect: Dialect, uuid: str) -> str:
 
 
 def _source_query(source: Source, by: Sequence[str], filters: list[Filter],
-                  mig_labels: Sequence[str]) -> str:
+                  mig_labels: Sequence[str]) -> str | None:
     extra: list[Filter] = []
+    fixed: list[str] = []
     if source.skip_on_mig:
         # Every MIG label empty: the series of a whole GPU, not of an instance.
         extra = [((label,), ("",)) for label in mig_labels]
-    return aggregate(source.aggregate, by, filtered_selector(source.metric, filters + extra))
+    if source.mig_only:
+        if not mig_labels:
+            return None  # no MIG instances here: nothing to read
+        fixed = [f'{mig_labels[0]}!=""']
+    series = filtered_selector(source.metric, filters + extra, fixed)
+    return aggregate(source.aggregate, by, series)
 
 
 def gpu_queries(dialect: Dialect, filters: GpuFilters) -> dict[QueryKey, str]:
@@ -60,9 +66,9 @@ def gpu_queries(dialect: Dialect, filters: GpuFilters) -> dict[QueryKey, str]:
     queries: dict[QueryKey, str] = {}
     for name, sources in dialect.gpu_fields.items():
         for position, source in enumerate(sources):
-            queries[("field", name, str(position))] = _source_query(
-                source, identity, field_filters, labels.mig_instance
-            )
+            query = _source_query(source, identity, field_filters, labels.mig_instance)
+            if query is not None:
+                queries[("field", name, str(position))] = query
     info_filters = identity_filters(dialect, filters, on_info=True)
     for metric in dialect.gpu_info_metrics:
         queries[("info", metric)] = aggregate(
@@ -122,9 +128,9 @@ def process_queries(dialect: Dialect, filters: GpuFilters) -> dict[QueryKey, str
     queries: dict[QueryKey, str] = {}
     for name, sources in dialect.process_fields.items():
         for position, source in enumerate(sources):
-            queries[("field", name, str(position))] = _source_query(
-                source, by, field_filters, ()
-            )
+            query = _source_query(source, by, field_filters, ())
+            if query is not None:
+                queries[("field", name, str(position))] = query
     for metric in dialect.process_info_metrics:
         queries[("process_info", metric)] = aggregate(
             "max", by, filtered_selector(metric, field_filters)
