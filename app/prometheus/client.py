@@ -7,8 +7,8 @@ import os
 import re
 import threading
 import time
-from collections.abc import Hashable, Mapping, Sequence
-from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
+from collections.abc import Hashable, Iterator, Mapping, Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 from urllib.parse import urlsplit, urlunsplit
@@ -102,29 +102,39 @@ class PrometheusClient:
 
     def query_many(self, queries: Mapping[K, str]) -> dict[K, QueryResult]:
         """Run several instant queries in parallel, all within one deadline."""
+        return dict(self.query_each(queries))
+
+    def query_each(self, queries: Mapping[K, str]) -> Iterator[tuple[K, QueryResult]]:
+        """Run several instant queries in parallel; yield each answer as soon as it arrives.
+
+        The caller can work on early answers while Prometheus still evaluates the rest.
+        The first failure, or the shared deadline passing, raises and cancels the rest.
+        """
         deadline = time.monotonic() + self.settings.deadline
         if len(queries) == 1:
             ((key, promql),) = queries.items()
-            return {key: self.query(promql, deadline=deadline)}
+            yield key, self.query(promql, deadline=deadline)
+            return
         executor = self._get_executor()
         futures: dict[Future[QueryResult], K] = {
             executor.submit(self.query, promql, deadline=deadline): key
             for key, promql in queries.items()
         }
-        done, pending = wait(
-            futures, timeout=max(0.0, deadline - time.monotonic()), return_when=FIRST_EXCEPTION
-        )
-        failed = [f for f in done if f.exception() is not None]
-        if failed or pending:
+        pending = set(futures)
+        try:
+            while pending:
+                done, pending = wait(pending, timeout=max(0.0, deadline - time.monotonic()),
+                                     return_when=FIRST_COMPLETED)
+                if not done:
+                    raise PrometheusTimeoutError(
+                        f"Prometheus at {self.display_url} did not answer {len(pending)} of "
+                        f"{len(futures)} queries within {self.settings.deadline:g}s"
+                    )
+                for future in done:
+                    yield futures[future], future.result()
+        finally:
             for future in pending:
                 future.cancel()
-            if failed:
-                raise failed[0].exception()  # type: ignore[misc]
-            raise PrometheusTimeoutError(
-                f"Prometheus at {self.display_url} did not answer {len(pending)} of "
-                f"{len(futures)} queries within {self.settings.deadline:g}s"
-            )
-        return {key: future.result() for future, key in futures.items()}
 
     def probe(self) -> float:
         """Run the cheapest query there is (`vector(1)`) and return its latency in seconds."""

@@ -9,8 +9,8 @@ from typing import TypeVar
 from app.dialects.model import Dialect
 from app.prometheus.client import PrometheusClient, QueryResult
 from app.services.join import (
+    GpuJoin,
     gpu_sort_key,
-    join_gpus,
     join_processes,
     pod_holders,
     process_sort_key,
@@ -85,12 +85,16 @@ def list_gpus(
     prom: PrometheusClient, dialects: Sequence[Dialect], filters: GpuFilters
 ) -> list[Gpu]:
     """Return every GPU that matches `filters`, sorted by node, index, MIG instance."""
-    answers = _fan_out(prom, dialects, gpu_queries, filters)
-    return _merge(
-        [join_gpus(d, answers[d.name], filters) for d in dialects],
-        _gpu_identities,
-        gpu_sort_key,
-    )
+    plans = {d.name: gpu_queries(d, filters) for d in dialects}
+    joins = {d.name: GpuJoin(d, plans[d.name]) for d in dialects}
+    queries = {(name, *key): promql for name, plan in plans.items()
+               for key, promql in plan.items()}
+    if queries:
+        # Each answer is joined as it arrives, while Prometheus works on the others.
+        for (name, *key), result in prom.query_each(queries):
+            joins[name].add(tuple(key), result)
+    return _merge([joins[d.name].finish(filters) for d in dialects], _gpu_identities,
+                  gpu_sort_key)
 
 
 def list_processes(

@@ -222,22 +222,56 @@ class _GpuRows:
                 _timestamp(row, series["value"][0])
 
 
-def join_gpus(
-    dialect: Dialect, results: Mapping[QueryKey, QueryResult], filters: GpuFilters
-) -> list[Gpu]:
-    """Build one Gpu per (node, device, MIG instance) from every query's answer."""
-    reader = _GpuReader(dialect)
-    table = _GpuRows(reader)
-    for metric in dialect.gpu_info_metrics:
-        table.add_labels_only(_series(results, ("info", metric)))
-    reserved: dict[GpuKey, int] = {}
-    rows = table.rows
-    key_of = reader.key
-    for query, field, source in _ordered_sources(dialect.gpu_fields):
+class GpuJoin:
+    """Builds GPU rows from query answers in any order, as they arrive.
+
+    Answers are worked on while Prometheus still evaluates the others. The only order
+    that matters is within one field: a fallback source (dcgm's engine activity for MIG
+    instances) is applied after the sources before it, so the first one that answers
+    for a GPU wins. Pods are attached at the end, once every row exists.
+    """
+
+    def __init__(self, dialect: Dialect, planned: Iterable[QueryKey]) -> None:
+        self.dialect = dialect
+        self.reader = _GpuReader(dialect)
+        self.table = _GpuRows(self.reader)
+        self.reserved: dict[GpuKey, int] = {}
+        self.planned = set(planned)
+        self._applied: dict[str, int] = dict.fromkeys(dialect.gpu_fields, 0)
+        self._waiting: dict[QueryKey, QueryResult] = {}
+        self._pods: list[dict[str, Any]] = []
+
+    def add(self, key: QueryKey, result: QueryResult) -> None:
+        """Take one query's answer."""
+        kind = key[0]
+        if kind == "info":
+            self.table.add_labels_only(result.series)
+        elif kind == "pods":
+            self._pods = result.series
+        elif kind == "field":
+            self._waiting[key] = result
+            self._apply_ready(key[1])
+
+    def _apply_ready(self, field: str) -> None:
+        sources = self.dialect.gpu_fields[field]
+        while self._applied[field] < len(sources):
+            position = self._applied[field]
+            key = ("field", field, str(position))
+            if key in self.planned:
+                if key not in self._waiting:
+                    return  # an earlier source has not answered yet
+                self._apply(field, sources[position], self._waiting.pop(key).series)
+            self._applied[field] = position + 1
+
+    def _apply(self, field: str, source: Source, series_list: list[dict[str, Any]]) -> None:
+        rows = self.table.rows
+        key_of = self.reader.key
+        table = self.table
+        reserved = self.reserved
         as_int = field in MEMORY_FIELDS
         scale = source.scale
         skip_mig = source.skip_on_mig
-        for series in _series(results, query):
+        for series in series_list:
             labels = series["metric"]
             gpu_key = key_of(labels)
             if gpu_key is None or (skip_mig and gpu_key[2]):
@@ -257,13 +291,32 @@ def join_gpus(
                 reserved.setdefault(gpu_key, round(value))
             elif getattr(row, field) is None:  # an earlier source already answered
                 setattr(row, field, round(value) if as_int else value)
-    for gpu_key, row in table.rows.items():
-        _derive_memory(row, reserved.get(gpu_key))
-    _attach_pods(_series(results, ("pods",)), table, create=False)
-    has_pods = ("pods",) in results
-    gpus = [row for row in table.rows.values() if _gpu_matches(row, filters, has_pods)]
-    gpus.sort(key=gpu_sort_key)
-    return gpus
+
+    def finish(self, filters: GpuFilters) -> list[Gpu]:
+        """Derive what the exporter lacks, name the pods, filter and sort."""
+        # Sources still waiting had an earlier source that was never asked: apply in order.
+        for field, sources in self.dialect.gpu_fields.items():
+            for position in range(self._applied[field], len(sources)):
+                result = self._waiting.pop(("field", field, str(position)), None)
+                if result is not None:
+                    self._apply(field, sources[position], result.series)
+        for gpu_key, row in self.table.rows.items():
+            _derive_memory(row, self.reserved.get(gpu_key))
+        _attach_pods(self._pods, self.table, create=False)
+        has_pods = ("pods",) in self.planned
+        gpus = [row for row in self.table.rows.values() if _gpu_matches(row, filters, has_pods)]
+        gpus.sort(key=gpu_sort_key)
+        return gpus
+
+
+def join_gpus(
+    dialect: Dialect, results: Mapping[QueryKey, QueryResult], filters: GpuFilters
+) -> list[Gpu]:
+    """Build one Gpu per (node, device, MIG instance) from every query's answer."""
+    join = GpuJoin(dialect, results)
+    for key, result in results.items():
+        join.add(key, result)
+    return join.finish(filters)
 
 
 def _series(results: Mapping[QueryKey, QueryResult], key: QueryKey) -> list[dict[str, Any]]:

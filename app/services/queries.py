@@ -103,10 +103,10 @@ def pods_query(dialect: Dialect, filters: GpuFilters) -> str | None:
             wanted.append((namespace, filters.namespace))
         if filters.pod:
             wanted.append((pod, filters.pod))
-        if exported:
-            fixed = [f'{pod[0]}!=""']
-        else:
-            fixed = [f'{n}=""' for n in labels.pod if n.startswith("exported_")]
+        # Only series that name a pod: an idle GPU needs no answer here.
+        fixed = [f'{pod[0]}!=""']
+        if not exported:
+            fixed += [f'{n}=""' for n in labels.pod if n.startswith("exported_")]
         if any(not names for names, _ in wanted):
             continue  # a filter on a label this half does not have matches nothing here
         series = filtered_selector(metric, wanted, fixed)

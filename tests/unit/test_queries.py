@@ -228,7 +228,7 @@ def test_pods_query_reads_exported_pods_and_plain_pods_that_are_not_the_exporter
         "group by (Hostname, hostname, gpu, UUID, GPU_I_ID, GPU_I_PROFILE, modelName, "
         "exported_pod, pod, exported_namespace, namespace, exported_container, container) "
         '(DCGM_FI_DEV_FB_USED{exported_pod!=""} '
-        'or (DCGM_FI_DEV_FB_USED{exported_pod=""} unless on (instance, pod) up{pod!=""}))'
+        'or (DCGM_FI_DEV_FB_USED{pod!="", exported_pod=""} unless on (instance, pod) up{pod!=""}))'
     )
 
 
@@ -239,7 +239,7 @@ def test_pods_query_matches_namespace_and_pod_within_the_same_spelling() -> None
     selectors = promql.split(") (", 1)[1]
     assert selectors == (
         'DCGM_FI_DEV_FB_USED{exported_pod!="", exported_namespace="ml", exported_pod="trainer-0"}'
-        ' or (DCGM_FI_DEV_FB_USED{exported_pod="", namespace="ml", pod="trainer-0"} '
+        ' or (DCGM_FI_DEV_FB_USED{pod!="", exported_pod="", namespace="ml", pod="trainer-0"} '
         'unless on (instance, pod) up{pod!=""}))'
     )
 
@@ -333,7 +333,7 @@ def test_pods_query_drops_the_exporters_own_pod_when_only_a_plain_pod_label_exis
 
     assert pods_query(plain_pod, GpuFilters(pod=("trainer-0",))) == (
         "group by (node, gpu, pod, namespace) "
-        '((gpu_mem_bytes{pod="trainer-0"} unless on (instance, pod) up{pod!=""}))'
+        '((gpu_mem_bytes{pod!="", pod="trainer-0"} unless on (instance, pod) up{pod!=""}))'
     )
 
 
@@ -357,7 +357,7 @@ def test_dcgm_pods_query_reads_exported_and_plain_workload_labels() -> None:
         "group by (Hostname, hostname, gpu, UUID, GPU_I_ID, GPU_I_PROFILE, modelName, "
         "exported_pod, pod, exported_namespace, namespace, exported_container, container) "
         '(DCGM_FI_DEV_FB_USED{exported_pod!=""} '
-        'or (DCGM_FI_DEV_FB_USED{exported_pod=""} unless on (instance, pod) up{pod!=""}))'
+        'or (DCGM_FI_DEV_FB_USED{pod!="", exported_pod=""} unless on (instance, pod) up{pod!=""}))'
     )
 
 
