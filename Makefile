@@ -43,6 +43,9 @@ lint: venv  ## static checks
 bench: venv prometheus  ## cluster-scale benchmark (see bench/README.md)
 	$(BIN)/python -m bench
 
+soak: venv prometheus  ## many clients for a minute, with a Prometheus outage in the middle
+	$(BIN)/python -m bench.soak --clients 48 --duration 60 --outage 25:10 --out bench/results/soak.json
+
 bench-micro: venv  ## time parse, join, dump and serialize for 8,000 GPUs (pytest-benchmark)
 	$(BIN)/pytest tests/benchmarks --benchmark-enable --benchmark-columns=min,median,max
 
