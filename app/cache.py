@@ -91,22 +91,32 @@ class ResponseCache:
             if age < self.ttl:
                 return entry
             if age < self.ttl + self.stale_for:
-                self._refresh_in_background(key, produce)
+                future, owner = self._claim(key)
+                if owner:
+                    self._background().submit(self._refresh, key, produce, future)
                 return entry
-        return self._produce_once(key, produce).result()
+        future, owner = self._claim(key)
+        if owner:
+            self._fill(key, produce, future)
+        return future.result()
 
     def size_bytes(self) -> int:
         """Bytes of bodies held."""
         return self._entries.current_bytes()
 
-    def _produce_once(self, key: Hashable, produce: Callable[[], bytes]) -> Future[CachedBody]:
-        """Start producing `key` unless someone already is; return the shared future."""
+    def _claim(self, key: Hashable) -> tuple[Future[CachedBody], bool]:
+        """Return the production of `key` under way, or start one: (future, ours)."""
         with self._lock:
             future = self._inflight.get(key)
             if future is not None:
-                return future
+                return future, False
             future = Future()
             self._inflight[key] = future
+            return future, True
+
+    def _fill(self, key: Hashable, produce: Callable[[], bytes],
+              future: Future[CachedBody]) -> None:
+        """Produce the body we claimed, store it, and hand it to everyone waiting."""
         try:
             entry = make_entry(produce())
         except BaseException as exc:
@@ -117,21 +127,18 @@ class ResponseCache:
         finally:
             with self._lock:
                 self._inflight.pop(key, None)
-        return future
 
-    def _refresh_in_background(self, key: Hashable, produce: Callable[[], bytes]) -> None:
+    def _background(self) -> ThreadPoolExecutor:
         with self._lock:
-            if key in self._inflight:
-                return
             if self._refresher is None or self._refresher_pid != os.getpid():
                 self._refresher = ThreadPoolExecutor(max_workers=2,
                                                      thread_name_prefix="cache-refresh")
                 self._refresher_pid = os.getpid()
-            refresher = self._refresher
-        refresher.submit(self._refresh, key, produce)
+            return self._refresher
 
-    def _refresh(self, key: Hashable, produce: Callable[[], bytes]) -> None:
-        future = self._produce_once(key, produce)
+    def _refresh(self, key: Hashable, produce: Callable[[], bytes],
+                 future: Future[CachedBody]) -> None:
+        self._fill(key, produce, future)
         if future.exception() is not None:
             # The stale answer stays until it expires; the next poll will try again.
             logger.warning("background refresh of %s failed: %s", key, future.exception())

@@ -125,3 +125,25 @@ def test_etag_is_a_content_hash(body: bytes) -> None:
     two = cache.get("b", lambda: body)
     assert one.etag == two.etag
     assert cache.get("c", lambda: body + b" ").etag != one.etag
+
+
+def test_a_stampede_on_a_stale_answer_starts_exactly_one_refresh() -> None:
+    cache = ResponseCache(ttl=0.05, stale_for=10, max_bytes=1 << 20)
+    produce = CountingProducer(delay=0.2)
+    cache.get("k", produce)
+    time.sleep(0.06)
+
+    def read_for(seconds: float) -> None:
+        # Readers keep seeing the stale answer for as long as the refresh runs.
+        until = time.monotonic() + seconds
+        while time.monotonic() < until:
+            cache.get("k", produce)
+            time.sleep(0.001)
+
+    threads = [threading.Thread(target=read_for, args=(0.15,)) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    time.sleep(0.5)  # let the refresh, and anything queued behind it, finish
+    assert produce.calls == 2
