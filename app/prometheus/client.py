@@ -404,7 +404,9 @@ def _parse_query_data(payload: dict[str, Any], display_url: str) -> QueryResult:
     result = data.get("result")
     if result_type == "scalar" and isinstance(result, list):
         result = [{"metric": {}, "value": result}]
-    if not isinstance(result, list) or not all(map(_is_sample, result)):
+    # The first sample is checked here, cheaply; the services turn any later malformed one
+    # into the same error while they read the samples anyway.
+    if not isinstance(result, list) or (result and not _is_sample(result[0])):
         raise PrometheusBadResponseError(
             f"Prometheus at {display_url} answered with a malformed result"
         )

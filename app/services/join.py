@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 from app.dialects.model import Dialect, Source
 from app.prometheus.client import QueryResult
+from app.prometheus.errors import PrometheusBadResponseError
 from app.services.queries import QueryKey
 from app.services.records import Gpu, GpuFilters, GpuProcess
 
@@ -18,6 +20,18 @@ SENTINEL_LIMIT = 1e15
 MEMORY_FIELDS = frozenset({"memory_used", "memory_total", "memory_free", "memory_reserved",
                            "gpu_memory"})
 GpuKey = tuple[str, str, str]
+
+
+@contextmanager
+def reading_samples(what: str) -> Iterator[None]:
+    """Turn a malformed sample met while joining into the upstream error it is (502)."""
+    try:
+        yield
+    except (KeyError, TypeError, ValueError, AttributeError, IndexError) as exc:
+        raise PrometheusBadResponseError(
+            f"Prometheus answered the {what} query with a malformed sample "
+            f"({type(exc).__name__})"
+        ) from exc
 
 
 def number(text: Any) -> float | None:
@@ -158,8 +172,9 @@ def _apply(row: Any, field: str, source: Source, raw_value: Any, *, as_int: bool
 
 
 def _timestamp(row: Any, ts: Any) -> None:
-    if isinstance(ts, int | float) and (row.timestamp is None or ts > row.timestamp):
-        row.timestamp = float(ts)
+    ts = float(ts)  # raises on garbage: see reading_samples
+    if row.timestamp is None or ts > row.timestamp:
+        row.timestamp = ts
 
 
 def _ordered_sources(
@@ -245,7 +260,8 @@ class GpuJoin:
         """Take one query's answer."""
         kind = key[0]
         if kind == "info":
-            self.table.add_labels_only(result.series)
+            with reading_samples(key[-1]):
+                self.table.add_labels_only(result.series)
         elif kind == "pods":
             self._pods = result.series
         elif kind == "field":
@@ -264,6 +280,11 @@ class GpuJoin:
             self._applied[field] = position + 1
 
     def _apply(self, field: str, source: Source, series_list: list[dict[str, Any]]) -> None:
+        with reading_samples(source.metric):
+            self._apply_samples(field, source, series_list)
+
+    def _apply_samples(self, field: str, source: Source,
+                       series_list: list[dict[str, Any]]) -> None:
         rows = self.table.rows
         key_of = self.reader.key
         table = self.table
@@ -280,6 +301,7 @@ class GpuJoin:
             if row is None:
                 continue
             timestamp, raw = series["value"]
+            timestamp = float(timestamp)  # raises on garbage: see reading_samples
             if row.timestamp is None or timestamp > row.timestamp:
                 row.timestamp = timestamp
             value = number(raw)
@@ -302,9 +324,12 @@ class GpuJoin:
                     self._apply(field, sources[position], result.series)
         for gpu_key, row in self.table.rows.items():
             _derive_memory(row, self.reserved.get(gpu_key))
-        _attach_pods(self._pods, self.table, create=False)
+        with reading_samples("pods"):
+            _attach_pods(self._pods, self.table, create=False)
         has_pods = ("pods",) in self.planned
-        gpus = [row for row in self.table.rows.values() if _gpu_matches(row, filters, has_pods)]
+        gpus = list(self.table.rows.values())
+        if not filters.is_empty():
+            gpus = [row for row in gpus if _gpu_matches(row, filters, has_pods)]
         gpus.sort(key=gpu_sort_key)
         return gpus
 
@@ -394,7 +419,8 @@ def gpu_sort_key(row: Gpu) -> tuple[Any, ...]:
 def pod_holders(dialect: Dialect, results: Mapping[QueryKey, QueryResult]) -> list[Gpu]:
     """GPUs with the pods that hold them, from a dialect's pods query alone."""
     table = _GpuRows(_GpuReader(dialect))
-    _attach_pods(_series(results, ("pods",)), table, create=True)
+    with reading_samples("pods"):
+        _attach_pods(_series(results, ("pods",)), table, create=True)
     return [row for row in table.rows.values() if row.pod]
 
 
@@ -402,6 +428,13 @@ def join_processes(
     dialect: Dialect, results: Mapping[QueryKey, QueryResult], filters: GpuFilters
 ) -> list[GpuProcess]:
     """Build one GpuProcess per (node, device, pid), placed on its GPU and pod."""
+    with reading_samples("process"):
+        return _join_processes(dialect, results, filters)
+
+
+def _join_processes(
+    dialect: Dialect, results: Mapping[QueryKey, QueryResult], filters: GpuFilters
+) -> list[GpuProcess]:
     reader = _GpuReader(dialect)
     # What the process series lack (index, model, pods) comes from the GPU-level answers.
     gpus = _GpuRows(reader)

@@ -9,6 +9,7 @@ import pytest
 
 from app.dialects.builtin import GPU_METRICS, LEGACY
 from app.dialects.model import Source
+from app.prometheus.errors import PrometheusBadResponseError
 from app.services.join import join_gpus, join_processes, number
 from app.services.records import GpuFilters
 from tests.factories import SAMPLE_TIME, result, series
@@ -177,3 +178,18 @@ def test_number_parses_prometheus_sample_values(raw, expected) -> None:
     value = number(raw)
     assert value == expected or (expected is None and value is None)
     assert value is None or math.isfinite(value)
+
+
+@pytest.mark.parametrize("bad", [
+    {"metric": {"hostname": "n", "gpu_id": "0", "pid": "7"}},                  # no value
+    {"metric": {"hostname": "n", "gpu_id": "0", "pid": "7"}, "value": [1.0]},  # too short
+    {"metric": ["hostname", "n"], "value": [1.0, "1"]},                        # not a map
+    {"metric": {"hostname": "n", "gpu_id": "0", "pid": "7"}, "value": ["x", "1"]},
+])
+def test_a_malformed_later_sample_is_a_bad_response_not_a_crash(bad) -> None:
+    good = series({"hostname": "n", "gpu_id": "1", "pid": "8"}, 5)
+    with pytest.raises(PrometheusBadResponseError, match="malformed sample"):
+        join_gpus(LEGACY, {("field", "utilization", "0"): result(good, good, bad)},
+                  GpuFilters())
+    with pytest.raises(PrometheusBadResponseError, match="malformed sample"):
+        join_processes(LEGACY, {("field", "gpu_memory", "0"): result(good, bad)}, GpuFilters())
