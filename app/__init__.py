@@ -26,7 +26,7 @@ def create_app(overrides: Mapping[str, str] | None = None) -> Flask:
     from app.dialects.detect import DialectSelector
     from app.errors import register_error_handlers
     from app.json import OrjsonProvider
-    from app.prometheus.client import ClientSettings, PrometheusClient
+    from app.prometheus.client import PrometheusClient
     from app.state import EXTENSION_KEY, AppState
 
     config = load_config({**os.environ, **(overrides or {})})
@@ -34,23 +34,7 @@ def create_app(overrides: Mapping[str, str] | None = None) -> Flask:
 
     app = Flask(__name__)
     app.json = OrjsonProvider(app)
-    prometheus = PrometheusClient(
-        ClientSettings(
-            base_url=config.prometheus_url,
-            timeout=config.prometheus_timeout,
-            deadline=config.request_deadline,
-            threads=config.query_threads,
-            retries=config.prometheus_retries,
-            max_response_bytes=config.max_response_mb << 20,
-            # A CA bundle replaces the system's; verification is on unless opted out.
-            verify=(config.ca_file or True) if config.tls_verify else False,
-            client_cert=config.client_cert,
-            bearer_token=config.bearer_token,
-            bearer_token_file=config.bearer_token_file,
-            basic_auth=config.basic_auth,
-            headers=dict(config.headers),
-        )
-    )
+    prometheus = PrometheusClient(config.client_settings())
     if not config.tls_verify:
         logger.warning("TLS verification of Prometheus is OFF "
                        "(PROMETHEUS_TLS_INSECURE_SKIP_VERIFY)")

@@ -15,6 +15,7 @@ from app.dialects.builtin import BUILTIN_DIALECTS
 from app.dialects.mapping import load_mapping_file
 from app.dialects.model import Dialect
 from app.prometheus.auth import is_sendable_token
+from app.prometheus.client import ClientSettings
 from app.prometheus.promql import check_label_name
 
 T = TypeVar("T")
@@ -67,6 +68,24 @@ class Config:
     cache_max_mb: int = 64
     # How often auto-detection looks again at which exporters exist.
     dialect_refresh: float = 300.0
+
+    def client_settings(self) -> ClientSettings:
+        """How the Prometheus client reaches the server these settings name."""
+        return ClientSettings(
+            base_url=self.prometheus_url,
+            timeout=self.prometheus_timeout,
+            deadline=self.request_deadline,
+            threads=self.query_threads,
+            retries=self.prometheus_retries,
+            max_response_bytes=self.max_response_mb << 20,
+            # A CA bundle replaces the system's; verification is on unless opted out.
+            verify=(self.ca_file or True) if self.tls_verify else False,
+            client_cert=self.client_cert,
+            bearer_token=self.bearer_token,
+            bearer_token_file=self.bearer_token_file,
+            basic_auth=self.basic_auth,
+            headers=dict(self.headers),
+        )
 
     def dialect_catalog(self) -> dict[str, Dialect]:
         """Every known dialect by name, custom ones first."""
