@@ -1,0 +1,111 @@
+"""The floor: the service's own fan-out of PromQL, issued straight to Prometheus.
+
+The queries come from the app itself (auto-detection fitted to what Prometheus holds, then
+`gpu_queries`), so the floor moves with the app. The client is as small as it gets: a
+thread pool of plain `requests.get` calls that read the body and do not parse it.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+import requests
+
+from app.config import Config, load_config
+from app.dialects.detect import detect
+from app.dialects.model import Dialect
+from app.prometheus.client import PrometheusClient
+from app.services.queries import QueryKey, gpu_queries
+from app.services.records import GpuFilters
+
+
+@dataclass
+class Plan:
+    """What the service asks Prometheus for on GET /api/v1/gpu/metrics."""
+
+    config: Config
+    client: PrometheusClient
+    dialects: tuple[Dialect, ...]
+    notes: tuple[str, ...]
+    # Keyed like the service's own fan-out: (dialect name, *query key).
+    queries: dict[tuple[str, ...], str] = field(default_factory=dict)
+
+    @property
+    def fan_out(self) -> int:
+        """Queries per uncached request."""
+        return len(self.queries)
+
+    def per_dialect(self, dialect: Dialect) -> dict[QueryKey, str]:
+        """The queries of one dialect, keyed as `gpu_queries` keys them."""
+        return {tuple(key[1:]): q for key, q in self.queries.items() if key[0] == dialect.name}
+
+
+def client_for(config: Config) -> PrometheusClient:
+    """A PrometheusClient built as create_app builds it, from a plain config."""
+    return PrometheusClient(config.client_settings())
+
+
+def plan_for(prometheus_url: str) -> Plan:
+    """Detect dialects as the service does in auto mode and build its GPU-list fan-out."""
+    # Only the URL: every other setting at its default, METRICS_DIALECT unset (auto).
+    config = load_config({"PROMETHEUS_URL": prometheus_url})
+    client = client_for(config)
+    catalog = config.dialect_catalog()
+    candidates = [catalog[name] for name in config.metrics_dialects] or list(catalog.values())
+    detection = detect(client, candidates, forced=bool(config.metrics_dialects),
+                       node_label=config.node_label)
+    plan = Plan(config=config, client=client, dialects=tuple(detection.dialects),
+                notes=tuple(detection.notes))
+    for dialect in detection.dialects:
+        for key, promql in gpu_queries(dialect, GpuFilters()).items():
+            plan.queries[(dialect.name, *key)] = promql
+    return plan
+
+
+class FloorClient:
+    """Fan the queries out in parallel with plain requests.get; read bodies, parse nothing.
+
+    `keep_alive` swaps requests.get (a new session and TCP connection per call) for one
+    requests.Session per thread, as the service's client has: a variant that shows how
+    much of a small floor is client set-up rather than Prometheus.
+    """
+
+    def __init__(self, prometheus_url: str, queries: Mapping[tuple[str, ...], str],
+                 threads: int, *, keep_alive: bool = False) -> None:
+        self._url = prometheus_url.rstrip("/") + "/api/v1/query"
+        self._queries = dict(queries)
+        self._pool = ThreadPoolExecutor(max_workers=max(1, threads),
+                                        thread_name_prefix="floor")
+        self._keep_alive = keep_alive
+        self._local = threading.local()
+        self.last_sizes: dict[tuple[str, ...], int] = {}
+
+    def _http_get(self) -> Callable[..., requests.Response]:
+        if not self._keep_alive:
+            return requests.get
+        session = getattr(self._local, "session", None)
+        if session is None:
+            session = self._local.session = requests.Session()
+        return session.get
+
+    def _get(self, promql: str) -> bytes:
+        response = self._http_get()(self._url, params={"query": promql}, timeout=(3.05, 60.0))
+        body = response.content
+        if response.status_code != 200:
+            raise RuntimeError(f"Prometheus answered HTTP {response.status_code} to "
+                               f"{promql[:120]!r}: {body[:200]!r}")
+        return body
+
+    def fetch(self) -> dict[tuple[str, ...], bytes]:
+        """Run one whole fan-out and return each answer's raw body."""
+        futures = {key: self._pool.submit(self._get, q) for key, q in self._queries.items()}
+        bodies = {key: future.result(timeout=120) for key, future in futures.items()}
+        self.last_sizes = {key: len(body) for key, body in bodies.items()}
+        return bodies
+
+    def close(self) -> None:
+        """Stop the thread pool."""
+        self._pool.shutdown(wait=True, cancel_futures=True)
