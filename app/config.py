@@ -54,6 +54,9 @@ class Config:
     tls_verify: bool = True
     headers: tuple[tuple[str, str], ...] = field(default=(), repr=False)
     max_response_mb: int = 256
+    # Ask Prometheus for compressed answers? identity: less CPU for Prometheus (the
+    # answers are ~9 MB per fan-out at 8,000 GPUs); gzip: ~10x fewer bytes on the wire.
+    prometheus_compression: str = "identity"
     # Exporter dialects to read; empty means detect them from what Prometheus holds.
     metrics_dialects: tuple[str, ...] = ()
     # Custom dialects from METRICS_MAPPING_FILE, tried before the built-in ones.
@@ -85,6 +88,7 @@ class Config:
             bearer_token_file=self.bearer_token_file,
             basic_auth=self.basic_auth,
             headers=dict(self.headers),
+            accept_encoding=self.prometheus_compression,
         )
 
     def dialect_catalog(self) -> dict[str, Dialect]:
@@ -175,6 +179,13 @@ def _parse_headers(text: str) -> tuple[tuple[str, str], ...]:
                              "PROMETHEUS_USERNAME/PROMETHEUS_PASSWORD instead")
         headers.append((name, value))
     return tuple(headers)
+
+
+def _parse_compression(text: str) -> str:
+    value = text.strip().lower()
+    if value not in ("identity", "gzip"):
+        raise ValueError("must be identity or gzip")
+    return value
 
 
 def _parse_readable_file(text: str) -> str:
@@ -286,6 +297,8 @@ def _connection_settings(environ: Mapping[str, str], defaults: Config) -> dict[s
         "tls_verify": not _read(environ, "PROMETHEUS_TLS_INSECURE_SKIP_VERIFY", _parse_bool,
                                 False),
         "headers": _read(environ, "PROMETHEUS_HEADERS", _parse_headers, ()),
+        "prometheus_compression": _read(environ, "PROMETHEUS_COMPRESSION", _parse_compression,
+                                        defaults.prometheus_compression),
         "max_response_mb": _read(environ, "PROMETHEUS_MAX_RESPONSE_MB",
                                  lambda t: _parse_int(t, 1, 4096), defaults.max_response_mb),
     }

@@ -55,6 +55,8 @@ class ClientSettings:
     bearer_token_file: str | None = None
     basic_auth: tuple[str, str] | None = field(default=None, repr=False)
     headers: Mapping[str, str] = field(default_factory=dict, repr=False)
+    # "identity" spares Prometheus compressing large answers; "gzip" spares the network.
+    accept_encoding: str = "identity"
 
 
 @dataclass(frozen=True)
@@ -216,6 +218,7 @@ class PrometheusClient:
             session.auth = self._auth
         session.headers.update(settings.headers)
         session.headers["Accept"] = "application/json"
+        session.headers["Accept-Encoding"] = settings.accept_encoding
         return session
 
     def _call(
