@@ -107,13 +107,7 @@ SECURITY_HEADERS = {
 
 def _register_request_guards(app: Flask) -> None:
     """Refuse oversized requests in the envelope; add security headers to every response."""
-    from app.errors import AppError
-
-    class QueryTooLongError(AppError):
-        status = 414
-
-    class HeadersTooLargeError(AppError):
-        status = 431
+    from app.errors import HeadersTooLargeError, QueryTooLongError
 
     @app.before_request
     def refuse_oversized() -> None:

@@ -41,6 +41,18 @@ class NotFoundError(AppError):
     status = 404
 
 
+class QueryTooLongError(AppError):
+    """The query string is longer than we accept."""
+
+    status = 414
+
+
+class HeadersTooLargeError(AppError):
+    """The request headers are larger than we accept."""
+
+    status = 431
+
+
 def upstream_status(exc: PrometheusError) -> int:
     """Map trouble with Prometheus to an honest status: 503, 504 or 502."""
     if isinstance(exc, PrometheusUnavailableError):
