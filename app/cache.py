@@ -100,10 +100,6 @@ class ResponseCache:
             self._fill(key, produce, future)
         return future.result()
 
-    def size_bytes(self) -> int:
-        """Bytes of bodies held."""
-        return self._entries.current_bytes()
-
     def _claim(self, key: Hashable) -> tuple[Future[CachedBody], bool]:
         """Return the production of `key` under way, or start one: (future, ours)."""
         with self._lock:
