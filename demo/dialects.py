@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import threading
+import zlib
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from functools import partial
@@ -87,6 +88,8 @@ _HELP = {
     "process_cpu_percent_Percentage": "Process CPU percent (%).",
     "process_memory_percent_Percentage": "Process memory percent (%).",
     "process_gpu_memory_MiB": "Process GPU memory (MiB).",
+    # kube-state-metrics
+    "kube_pod_info": "[STABLE] Information about pod.",
 }
 
 Label = tuple[str, str]
@@ -224,10 +227,36 @@ def _gpu_metrics(rows: Sequence[SimGpu]) -> str:
     return out.text()
 
 
-def _dcgm(rows: Sequence[SimGpu], host_label: str) -> str:
+def exporter_pod(node: str) -> str:
+    """The name of the dcgm-exporter DaemonSet pod on `node`, as Kubernetes would make it."""
+    return f"nvidia-dcgm-exporter-{zlib.crc32(node.encode()) & 0xFFFFF:05x}"
+
+
+# How dcgm-exporter writes a GPU that several pods share (EXPORTERS.md section 3):
+# "single": the default (no --kubernetes-virtual-gpus), one series labelled with one pod;
+# "copy": --kubernetes-virtual-gpus before 4.8, every family once per pod, whole values;
+# "per-process": 4.8+, GPU_UTIL and FB_USED as one pod-less series with the device's value
+#     plus one series per pod with its own share; every other family copied per pod.
+SHARING_SHAPES = ("single", "copy", "per-process")
+_PER_POD_SHARES = ("DCGM_FI_DEV_GPU_UTIL", "DCGM_FI_DEV_FB_USED")
+
+
+def _dcgm(
+    rows: Sequence[SimGpu],
+    host_label: str,
+    sharing: str = "copy",
+    hostname: str = "node",
+    counters: str = "default",
+) -> str:
+    """dcgm-exporter's text. `hostname` "pod" writes the exporter pod's name as the node
+    (no NODE_NAME given); `counters` "no-gpu-util" drops DCGM_FI_DEV_GPU_UTIL, as custom
+    counter sets that keep only DCGM_FI_PROF_GR_ENGINE_ACTIVE do."""
+    if sharing not in SHARING_SHAPES:
+        raise ValueError(f"sharing must be one of {SHARING_SHAPES}, not {sharing!r}")
     out = _Exposition()
     for gpu in rows:
         mig = gpu.mig_instance is not None
+        host = exporter_pod(gpu.node) if hostname == "pod" else gpu.node
         # The label order of dcgm-exporter's own template; a MIG row keeps its parent's UUID.
         identity: list[Label] = [
             ("gpu", str(gpu.index)),
@@ -238,28 +267,43 @@ def _dcgm(rows: Sequence[SimGpu], host_label: str) -> str:
         ]
         if gpu.mig_profile is not None:
             identity += [("GPU_I_PROFILE", gpu.mig_profile), ("GPU_I_ID", str(gpu.mig_instance))]
-        identity += [(host_label, gpu.node), ("DCGM_FI_DRIVER_VERSION", gpu.driver_version)]
+        identity += [(host_label, host), ("DCGM_FI_DRIVER_VERSION", gpu.driver_version)]
         base = _labels(identity)
-        # One series per pod: utilization and memory used are split, the rest is copied.
-        series = [(base, gpu.utilization, gpu.memory_used_bytes)]
-        if gpu.pods:
-            series = [
-                (f"{base},{_pod_labels(pod, 'pod', 'namespace', 'container')}", util, used)
-                for pod, util, used in zip(
-                    gpu.pods, gpu.util_shares, gpu.memory_shares, strict=True
-                )
-            ]
-        for labels, util, used in series:
-            out.add("DCGM_FI_DEV_SM_CLOCK", labels, gpu.sm_clock_mhz)
-            out.add("DCGM_FI_DEV_GPU_TEMP", labels, gpu.temperature)
-            out.add("DCGM_FI_DEV_POWER_USAGE", labels, gpu.power_w)
-            if not mig:
-                out.add("DCGM_FI_DEV_GPU_UTIL", labels, util)
-                out.add("DCGM_FI_DEV_MEM_COPY_UTIL", labels, gpu.memory_copy_utilization)
-            out.add("DCGM_FI_DEV_FB_FREE", labels, gpu.memory_free_bytes // MIB)
-            out.add("DCGM_FI_DEV_FB_USED", labels, used // MIB)
-            out.add("DCGM_FI_DEV_FB_RESERVED", labels, gpu.memory_reserved_bytes // MIB)
-            out.add("DCGM_FI_PROF_GR_ENGINE_ACTIVE", labels, gpu.utilization / 100)
+        whole = {
+            "DCGM_FI_DEV_SM_CLOCK": gpu.sm_clock_mhz,
+            "DCGM_FI_DEV_GPU_TEMP": gpu.temperature,
+            "DCGM_FI_DEV_POWER_USAGE": gpu.power_w,
+            "DCGM_FI_DEV_GPU_UTIL": None if mig or counters == "no-gpu-util" else gpu.utilization,
+            "DCGM_FI_DEV_MEM_COPY_UTIL": None if mig else gpu.memory_copy_utilization,
+            "DCGM_FI_DEV_FB_FREE": gpu.memory_free_bytes // MIB,
+            "DCGM_FI_DEV_FB_USED": gpu.memory_used_bytes // MIB,
+            "DCGM_FI_DEV_FB_RESERVED": gpu.memory_reserved_bytes // MIB,
+            "DCGM_FI_PROF_GR_ENGINE_ACTIVE": gpu.utilization / 100,
+        }
+        pods = gpu.pods[:1] if sharing == "single" else gpu.pods
+        if pods and sharing == "per-process":
+            for name in _PER_POD_SHARES:  # the device's own, pod-less series
+                if whole[name] is not None:
+                    out.add(name, base, whole[name])
+        if not pods:
+            for name, value in whole.items():
+                if value is not None:
+                    out.add(name, base, value)
+            continue
+        for number, (pod, util, used) in enumerate(
+                zip(pods, gpu.util_shares, gpu.memory_shares, strict=False)):
+            labels = f"{base},{_pod_labels(pod, 'pod', 'namespace', 'container')}"
+            own = dict(whole)
+            if len(pods) > 1 and sharing == "copy":
+                labels += f',vgpu="{number}"'  # GKE's label for each share of a GPU
+            elif sharing == "per-process":  # each pod's series holds its own share
+                labels += f',pod_uid="{zlib.crc32(pod.pod.encode()):08x}"'
+                own["DCGM_FI_DEV_GPU_UTIL"] = None if whole["DCGM_FI_DEV_GPU_UTIL"] is None \
+                    else util
+                own["DCGM_FI_DEV_FB_USED"] = used // MIB
+            for name, value in own.items():
+                if value is not None:
+                    out.add(name, labels, value)
     return out.text()
 
 
@@ -285,20 +329,18 @@ def _dcgm_old(rows: Sequence[SimGpu]) -> str:
     return out.text()
 
 
-def _nvidia_smi(rows: Sequence[SimGpu]) -> str:
+def _nvidia_smi(rows: Sequence[SimGpu], info_index: bool = True) -> str:
+    """nvidia_gpu_exporter's text; before v1.3 (`info_index` False) nvidia_smi_gpu_info had
+    no `index` label: the index was only the nvidia_smi_index gauge."""
     out = _Exposition()
     for dev in _devices(rows):
         gpu = dev.gpu
         uuid = smi_uuid(gpu.uuid)
-        info = _labels(
-            [
-                ("uuid", uuid),
-                ("name", gpu.name),
-                ("index", str(gpu.index)),
-                ("driver_version", gpu.driver_version),
-                ("pci_bus_id", gpu.pci_bus_id),
-            ]
-        )
+        info_labels: list[Label] = [("uuid", uuid), ("name", gpu.name)]
+        if info_index:
+            info_labels.append(("index", str(gpu.index)))
+        info_labels += [("driver_version", gpu.driver_version), ("pci_bus_id", gpu.pci_bus_id)]
+        info = _labels(info_labels)
         out.add("nvidia_smi_gpu_info", info, 1)
         labels = _labels([("uuid", uuid)])
         out.add("nvidia_smi_index", labels, gpu.index)
@@ -382,20 +424,52 @@ def _pod_labels(pod: SimPod, pod_label: str, namespace_label: str, container_lab
     )
 
 
+def _kube_state_metrics(rows: Sequence[SimGpu]) -> str:
+    """kube-state-metrics' kube_pod_info for the workload pods and each node's dcgm-exporter
+    pod, in KSM's label order: what maps a pod to its node."""
+    out = _Exposition()
+    pods: dict[tuple[str, str], str] = {}
+    for gpu in rows:
+        pods.setdefault(("gpu-operator", exporter_pod(gpu.node)), gpu.node)
+        for pod in gpu.pods:
+            pods.setdefault((pod.namespace, pod.pod), gpu.node)
+    for (namespace, pod), node in pods.items():
+        uid = f"{zlib.crc32(f'{namespace}/{pod}'.encode()):08x}-0000-4000-8000-000000000000"
+        labels = _labels([("namespace", namespace), ("pod", pod), ("uid", uid),
+                          ("host_ip", "10.0.0.1"), ("pod_ip", "10.1.0.1"), ("node", node),
+                          ("created_by_kind", ""), ("created_by_name", ""),
+                          ("priority_class", ""), ("host_network", "false")])
+        out.add("kube_pod_info", labels, 1)
+    return out.text()
+
+
 _RENDERERS: dict[str, Callable[[Sequence[SimGpu]], str]] = {
     "legacy-node": partial(_legacy, node_label="node", gpu_label="gpu"),
     "legacy-hostname": partial(_legacy, node_label="hostname", gpu_label="gpu_id"),
     "gpu-metrics": _gpu_metrics,
+    # Shared GPUs copied per pod (--kubernetes-virtual-gpus before 4.8).
     "dcgm": partial(_dcgm, host_label="Hostname"),
-    "dcgm-hostname": partial(_dcgm, host_label="hostname"),
+    # dcgm-exporter built from master: lower-case hostname, 4.8's per-process shares.
+    "dcgm-hostname": partial(_dcgm, host_label="hostname", sharing="per-process"),
+    # Without --kubernetes-virtual-gpus: one pod per GPU at most.
+    "dcgm-single-pod": partial(_dcgm, host_label="Hostname", sharing="single"),
+    # No NODE_NAME given to the exporter: Hostname is its own pod's name.
+    "dcgm-pod-hostname": partial(_dcgm, host_label="Hostname", hostname="pod"),
+    # A custom counter set that keeps DCGM_FI_PROF_GR_ENGINE_ACTIVE but not GPU_UTIL.
+    "dcgm-no-gpu-util": partial(_dcgm, host_label="Hostname", counters="no-gpu-util"),
     "dcgm-old": _dcgm_old,
     "nvidia-smi": _nvidia_smi,
+    # Before v1.3: nvidia_smi_gpu_info has no index label.
+    "nvidia-smi-1.2": partial(_nvidia_smi, info_index=False),
     "nvitop": _nvitop,
+    "kube-state-metrics": _kube_state_metrics,
 }
 
 DIALECTS: tuple[str, ...] = tuple(_RENDERERS)
-# Dialects whose series carry no node label: scrape them per node (/metrics/<node>).
-NODELESS_DIALECTS: tuple[str, ...] = ("dcgm-old", "nvidia-smi")
+# Dialects scraped per node (/metrics/<node>): their series carry no node label, or (the
+# exporter-pod hostname) each node's exporter is a target of its own.
+NODELESS_DIALECTS: tuple[str, ...] = ("dcgm-old", "nvidia-smi", "nvidia-smi-1.2")
+PER_NODE_DIALECTS: tuple[str, ...] = (*NODELESS_DIALECTS, "dcgm-pod-hostname")
 
 
 def render(snapshot: Sequence[SimGpu], dialect: str, node: str | None = None) -> str:

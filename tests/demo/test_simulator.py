@@ -18,13 +18,21 @@ from demo.cluster import (
     MIB,
     ClusterSpec,
     SimGpu,
+    SimPod,
     current_step,
     mig_node_names,
     node_names,
     shared_gpu_slots,
     snapshot,
 )
-from demo.dialects import DIALECTS, NODELESS_DIALECTS, RenderCache, render, smi_uuid
+from demo.dialects import (
+    DIALECTS,
+    NODELESS_DIALECTS,
+    RenderCache,
+    exporter_pod,
+    render,
+    smi_uuid,
+)
 from demo.exporter import ExporterServer
 from demo.prometheus import (
     PrometheusNotInstalledError,
@@ -107,6 +115,11 @@ EXPECTED_NAMES = {
 }
 EXPECTED_NAMES["legacy-hostname"] = EXPECTED_NAMES["legacy-node"]
 EXPECTED_NAMES["dcgm-hostname"] = EXPECTED_NAMES["dcgm"]
+EXPECTED_NAMES["dcgm-single-pod"] = EXPECTED_NAMES["dcgm"]
+EXPECTED_NAMES["dcgm-pod-hostname"] = EXPECTED_NAMES["dcgm"]
+EXPECTED_NAMES["dcgm-no-gpu-util"] = EXPECTED_NAMES["dcgm"] - {"DCGM_FI_DEV_GPU_UTIL"}
+EXPECTED_NAMES["nvidia-smi-1.2"] = EXPECTED_NAMES["nvidia-smi"] | {"nvidia_smi_index"}
+EXPECTED_NAMES["kube-state-metrics"] = {"kube_pod_info"}
 
 
 def parse(text: str) -> dict[str, list[Sample]]:
@@ -253,7 +266,8 @@ def test_dcgm_reports_framebuffer_in_mib_and_no_gpu_util_on_mig() -> None:
         def values(name: str, gpu: SimGpu = gpu) -> list[float]:
             return [s.value for s in dcgm_series(metrics, name, gpu)]
 
-        assert sum(values("DCGM_FI_DEV_FB_USED")) == gpu.memory_used_bytes / 2**20
+        # A shared GPU is written once per pod with the device's whole values (copy shape).
+        assert values("DCGM_FI_DEV_FB_USED") == [gpu.memory_used_bytes / 2**20] * copies
         assert values("DCGM_FI_DEV_FB_FREE") == [gpu.memory_free_bytes / 2**20] * copies
         assert values("DCGM_FI_DEV_FB_RESERVED") == [gpu.memory_reserved_bytes / 2**20] * copies
         assert values("DCGM_FI_PROF_GR_ENGINE_ACTIVE") == [gpu.utilization / 100] * copies
@@ -262,31 +276,84 @@ def test_dcgm_reports_framebuffer_in_mib_and_no_gpu_util_on_mig() -> None:
         assert labels["modelName"] == gpu.name and labels["pci_bus_id"] == gpu.pci_bus_id
         assert labels["DCGM_FI_DRIVER_VERSION"] == gpu.driver_version
         if gpu.mig_instance is None:
-            assert sum(values("DCGM_FI_DEV_GPU_UTIL")) == gpu.utilization
+            assert values("DCGM_FI_DEV_GPU_UTIL") == [gpu.utilization] * copies
         else:
             assert values("DCGM_FI_DEV_GPU_UTIL") == []
             assert labels["GPU_I_PROFILE"] == gpu.mig_profile
 
 
-def test_dcgm_splits_shared_gpus_per_pod_and_copies_device_gauges() -> None:
-    rows = snapshot(SPEC, 0)
-    metrics = parse(render(rows, "dcgm"))
-    for gpu in rows:
+# One time-shared L4 held by two pods, written by hand: 46 % busy (30 + 16 per pod),
+# 10000 MiB used (6000 + 4000), 12000 MiB free, 500 MiB reserved, 61 degrees, 72.5 W.
+SHARED_L4 = SimGpu(
+    node="n1", index=0, uuid="GPU-11111111-2222-3333-4444-555555555555", name="NVIDIA L4",
+    pci_bus_id="00000000:07:00.0", driver_version="580.105.08", utilization=46.0,
+    memory_copy_utilization=20.0, memory_total_bytes=22500 * MIB,
+    memory_used_bytes=10000 * MIB, memory_reserved_bytes=500 * MIB,
+    memory_free_bytes=12000 * MIB, temperature=61.0, power_w=72.5, sm_clock_mhz=2040.0,
+    mig_instance=None, mig_profile=None,
+    pods=(SimPod("infer-a", "team-a", "server"), SimPod("infer-b", "team-b", "server")),
+    util_shares=(30.0, 16.0), memory_shares=(6000 * MIB, 4000 * MIB), processes=(),
+    host_cpu_percent=10.0, host_memory_percent=20.0,
+)
 
-        def by_pod(name: str, gpu: SimGpu = gpu) -> dict[str | None, float]:
-            return {s.labels.get("pod"): s.value for s in dcgm_series(metrics, name, gpu)}
 
-        if not gpu.pods:
-            assert set(by_pod("DCGM_FI_DEV_FB_USED")) == {None}
-            continue
-        pods = [p.pod for p in gpu.pods]
-        assert by_pod("DCGM_FI_DEV_FB_USED") == {
-            pod: share / 2**20 for pod, share in zip(pods, gpu.memory_shares, strict=True)
-        }
-        if gpu.mig_instance is None:
-            assert by_pod("DCGM_FI_DEV_GPU_UTIL") == dict(zip(pods, gpu.util_shares, strict=True))
-        assert by_pod("DCGM_FI_DEV_GPU_TEMP") == dict.fromkeys(pods, gpu.temperature)
-        assert by_pod("DCGM_FI_DEV_POWER_USAGE") == dict.fromkeys(pods, gpu.power_w)
+def series_by_pod(text: str, name: str) -> dict[str | None, float]:
+    return {s.labels.get("pod"): s.value for s in parse(text).get(name, [])}
+
+
+def test_dcgm_copy_shape_writes_every_family_once_per_pod_with_whole_values() -> None:
+    text = render([SHARED_L4], "dcgm")
+
+    assert series_by_pod(text, "DCGM_FI_DEV_GPU_UTIL") == {"infer-a": 46, "infer-b": 46}
+    assert series_by_pod(text, "DCGM_FI_DEV_FB_USED") == {"infer-a": 10000, "infer-b": 10000}
+    assert series_by_pod(text, "DCGM_FI_DEV_POWER_USAGE") == {"infer-a": 72.5, "infer-b": 72.5}
+    assert {s.labels["vgpu"] for s in parse(text)["DCGM_FI_DEV_GPU_TEMP"]} == {"0", "1"}
+
+
+def test_dcgm_per_process_shape_adds_a_podless_device_series_to_util_and_fb_used() -> None:
+    text = render([SHARED_L4], "dcgm-hostname")
+
+    assert series_by_pod(text, "DCGM_FI_DEV_GPU_UTIL") == {None: 46, "infer-a": 30, "infer-b": 16}
+    assert series_by_pod(text, "DCGM_FI_DEV_FB_USED") == {
+        None: 10000, "infer-a": 6000, "infer-b": 4000}
+    # Every other family is copied per pod, with no pod-less series.
+    assert series_by_pod(text, "DCGM_FI_DEV_FB_FREE") == {"infer-a": 12000, "infer-b": 12000}
+    assert series_by_pod(text, "DCGM_FI_DEV_GPU_TEMP") == {"infer-a": 61, "infer-b": 61}
+    assert all(s.labels["pod_uid"] for s in parse(text)["DCGM_FI_DEV_FB_USED"]
+               if "pod" in s.labels)
+
+
+def test_dcgm_without_virtual_gpus_names_one_pod_per_gpu() -> None:
+    text = render([SHARED_L4], "dcgm-single-pod")
+
+    assert series_by_pod(text, "DCGM_FI_DEV_GPU_UTIL") == {"infer-a": 46}
+    assert series_by_pod(text, "DCGM_FI_DEV_FB_USED") == {"infer-a": 10000}
+
+
+def test_dcgm_without_node_name_writes_the_exporter_pod_as_hostname() -> None:
+    text = render([SHARED_L4], "dcgm-pod-hostname")
+
+    hostnames = {s.labels["Hostname"] for s in parse(text)["DCGM_FI_DEV_GPU_TEMP"]}
+    assert hostnames == {exporter_pod("n1")} and exporter_pod("n1") != "n1"
+    assert exporter_pod("n1").startswith("nvidia-dcgm-exporter-")
+    assert exporter_pod("n1") != exporter_pod("n2")
+    ksm = parse(render([SHARED_L4], "kube-state-metrics"))["kube_pod_info"]
+    assert {(s.labels["pod"], s.labels["node"]) for s in ksm} == {
+        (exporter_pod("n1"), "n1"), ("infer-a", "n1"), ("infer-b", "n1")}
+
+
+def test_dcgm_custom_counter_set_without_gpu_util_keeps_engine_activity() -> None:
+    metrics = parse(render([SHARED_L4], "dcgm-no-gpu-util"))
+
+    assert "DCGM_FI_DEV_GPU_UTIL" not in metrics
+    assert {s.value for s in metrics["DCGM_FI_PROF_GR_ENGINE_ACTIVE"]} == {0.46}
+
+
+def test_nvidia_smi_before_1_3_has_no_index_label_on_gpu_info() -> None:
+    metrics = parse(render([SHARED_L4], "nvidia-smi-1.2"))
+
+    assert "index" not in metrics["nvidia_smi_gpu_info"][0].labels
+    assert [s.value for s in metrics["nvidia_smi_index"]] == [0]
 
 
 def test_dcgm_hostname_variant_spells_the_node_label_in_lower_case() -> None:
@@ -473,10 +540,11 @@ def test_prometheus_stores_what_the_exporters_publish() -> None:
             fb_used = prom.query("DCGM_FI_DEV_FB_USED")["data"]["result"]
             smi_used = prom.query("nvidia_smi_memory_used_bytes")["data"]["result"]
 
+    # The dcgm renderer copies a shared GPU's whole value to every pod's series.
     expected_fb = {
-        (gpu["node"], gpu["index"], pod["pod"], pod["namespace"]): share // MIB
+        (gpu["node"], gpu["index"], pod["pod"], pod["namespace"]): gpu["memory_used_bytes"] // MIB
         for gpu in truth["gpus"]
-        for pod, share in zip(gpu["pods"], gpu["memory_shares"], strict=True)
+        for pod in gpu["pods"]
     }
     stored_fb = {
         (m["Hostname"], int(m["gpu"]), m["exported_pod"], m["exported_namespace"]): float(v)
