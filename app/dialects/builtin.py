@@ -64,13 +64,15 @@ DCGM = Dialect(
         container=("exported_container", "container"),
     ),
     gpu_fields={
-        # Shared (time-sliced) GPUs: utilization and memory used are split per pod (sum);
-        # every other gauge is copied to each pod's series (max).
+        # Time-shared GPUs: every family is copied to each pod's series; since 4.8,
+        # utilization and memory used also come as each pod's own share (per_pod).
+        # GPU_UTIL is absent on MIG instances and in custom counter sets that keep only
+        # the engine activity NVIDIA recommends: there, PROF_GR_ENGINE_ACTIVE answers.
         "utilization": (
-            Source("DCGM_FI_DEV_GPU_UTIL", aggregate="sum", skip_on_mig=True),
-            Source("DCGM_FI_PROF_GR_ENGINE_ACTIVE", scale=100.0, mig_only=True),
+            Source("DCGM_FI_DEV_GPU_UTIL", per_pod=True, skip_on_mig=True),
+            Source("DCGM_FI_PROF_GR_ENGINE_ACTIVE", scale=100.0),
         ),
-        "memory_used": (Source("DCGM_FI_DEV_FB_USED", scale=MIB, aggregate="sum"),),
+        "memory_used": (Source("DCGM_FI_DEV_FB_USED", scale=MIB, per_pod=True),),
         "memory_free": (Source("DCGM_FI_DEV_FB_FREE", scale=MIB),),
         "memory_reserved": (Source("DCGM_FI_DEV_FB_RESERVED", scale=MIB),),
         "temperature": (Source("DCGM_FI_DEV_GPU_TEMP"),),
@@ -92,8 +94,8 @@ DCGM_OLD = Dialect(
         container=("exported_container_name", "container_name"),
     ),
     gpu_fields={
-        "utilization": (Source("dcgm_gpu_utilization", aggregate="sum"),),
-        "memory_used": (Source("dcgm_fb_used", scale=MIB, aggregate="sum"),),
+        "utilization": (Source("dcgm_gpu_utilization"),),
+        "memory_used": (Source("dcgm_fb_used", scale=MIB, per_pod=True),),
         "memory_free": (Source("dcgm_fb_free", scale=MIB),),
         "temperature": (Source("dcgm_gpu_temp"),),
         "power_usage": (Source("dcgm_power_usage"),),
@@ -124,6 +126,8 @@ NVIDIA_SMI = Dialect(
         "power_usage": (Source("nvidia_smi_power_draw_watts"),),
     },
     gpu_info_metrics=("nvidia_smi_gpu_info",),
+    # Before v1.3 gpu_info has no index label: the index is its own gauge.
+    index_metrics=("nvidia_smi_index",),
     info_only_attributes=("index", "name"),
     uuid_without_prefix=True,
     process_labels=ProcessLabels(user=(), command=()),

@@ -45,9 +45,8 @@ class SourceSchema(Schema):
     metric = fields.String(required=True)
     unit = fields.String(validate=validate.OneOf(sorted(UNIT_SCALES)))
     scale = fields.Float(validate=validate.Range(min=0, min_inclusive=False))
-    aggregate = fields.String(load_default="max", validate=validate.OneOf(["max", "sum"]))
+    per_pod = fields.Boolean(load_default=False)
     skip_on_mig = fields.Boolean(load_default=False)
-    mig_only = fields.Boolean(load_default=False)
 
     @post_load
     def to_source(self, data: dict[str, Any], **_: Any) -> Source:
@@ -56,8 +55,8 @@ class SourceSchema(Schema):
             raise ValidationError("give either unit or scale, not both")
         scale = data.get("scale", UNIT_SCALES[data.get("unit", "bytes")])
         try:
-            return Source(data["metric"], scale=scale, aggregate=data["aggregate"],
-                          skip_on_mig=data["skip_on_mig"], mig_only=data["mig_only"])
+            return Source(data["metric"], scale=scale, per_pod=data["per_pod"],
+                          skip_on_mig=data["skip_on_mig"])
         except ValueError as exc:
             raise ValidationError(str(exc)) from None
 
@@ -107,6 +106,7 @@ class DialectSchema(Schema):
     process_labels = fields.Nested(ProcessLabelsSchema, load_default=dict)
     process_fields = _field_map(PROCESS_FIELDS)
     gpu_info_metrics = _names()
+    index_metrics = _names()
     process_info_metrics = _names()
     info_only_attributes = fields.List(
         fields.String(validate=validate.OneOf(["index", "name"])), load_default=())
@@ -125,6 +125,7 @@ class DialectSchema(Schema):
                     **{k: tuple(v) for k, v in data["process_labels"].items()}),
                 process_fields={k: tuple(v) for k, v in data["process_fields"].items()},
                 gpu_info_metrics=tuple(data["gpu_info_metrics"]),
+                index_metrics=tuple(data["index_metrics"]),
                 process_info_metrics=tuple(data["process_info_metrics"]),
                 info_only_attributes=tuple(data["info_only_attributes"]),
                 uuid_without_prefix=data["uuid_without_prefix"],

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Literal
-
 from app.prometheus.promql import check_label_name, check_metric_name
 
 # The fields the API serves, in canonical units (bytes, percent 0-100, degrees C, watts).
@@ -27,24 +25,23 @@ MIB = 1024 * 1024
 class Source:
     """One metric that gives a field: multiply by `scale` to reach the canonical unit.
 
-    `aggregate` says how several series of one GPU combine: `max` for device gauges that
-    shared-GPU exporters copy to every pod's series, `sum` for values they split per pod.
-    `skip_on_mig` drops the metric on MIG instances, where it is absent or a misleading 0;
-    `mig_only` reads it on MIG instances alone (and not at all where there are none).
+    Exporters repeat a GPU's series once per pod on a time-shared GPU. Device gauges are
+    copied whole to every pod's series, so a GPU's value is the max over its series.
+    `per_pod` marks a metric that may also come split per pod (dcgm-exporter 4.8+ writes
+    one pod-less series with the device's value and one per pod with that pod's own share):
+    the GPU's value is then its pod-less series where one exists, else the max over the
+    copies, and its pod series say which workloads hold the GPU and what each one uses.
+    `skip_on_mig` drops the metric on MIG instances, where it is absent or a misleading 0.
+    A field's later sources are read only for GPUs the earlier ones say nothing about.
     """
 
     metric: str
     scale: float = 1.0
-    aggregate: Literal["max", "sum"] = "max"
+    per_pod: bool = False
     skip_on_mig: bool = False
-    mig_only: bool = False
 
     def __post_init__(self) -> None:
         check_metric_name(self.metric)
-        if self.skip_on_mig and self.mig_only:
-            raise ValueError(f"{self.metric}: skip_on_mig and mig_only exclude each other")
-        if self.aggregate not in ("max", "sum"):
-            raise ValueError(f"aggregate must be max or sum, not {self.aggregate!r}")
         if not self.scale > 0:
             raise ValueError(f"scale of {self.metric} must be positive")
 
@@ -112,6 +109,8 @@ class Dialect:
     process_fields: Mapping[str, tuple[Source, ...]] = field(default_factory=dict)
     # Series read only for their labels (e.g. nvidia_smi_gpu_info carries name and index).
     gpu_info_metrics: tuple[str, ...] = ()
+    # Gauges whose value is the GPU's index, where no label carries it.
+    index_metrics: tuple[str, ...] = ()
     process_info_metrics: tuple[str, ...] = ()
     # GPU attributes ("index", "name") found only on the info metrics, not on every series.
     info_only_attributes: tuple[str, ...] = ()
@@ -127,21 +126,35 @@ class Dialect:
             for name, sources in fields.items():
                 if not sources:
                     raise ValueError(f"field {name} lists no metric")
-        for metric in self.gpu_info_metrics + self.process_info_metrics:
+        for metric in self.gpu_info_metrics + self.index_metrics + self.process_info_metrics:
             check_metric_name(metric)
         if not self.gpu_fields:
             raise ValueError("a dialect needs at least one GPU metric")
 
     def pod_metric(self) -> str:
         """The metric whose pod labels say which workloads hold a GPU."""
+        return self.pod_source().metric
+
+    def reads_pods(self, source: Source) -> bool:
+        """Tell whether `source`'s series are read per pod: those marked `per_pod`, and
+        the pod source, whose pod series name the workloads holding each GPU."""
+        return bool(self.labels.pod) and (source.per_pod or source == self.pod_source())
+
+    def pod_source(self) -> Source:
+        """The source whose per-pod series name the workloads (memory used, by preference)."""
+        for name in ("memory_used", *self.gpu_fields):
+            for source in self.gpu_fields.get(name, ()):
+                if source.per_pod:
+                    return source
         sources = self.gpu_fields.get("memory_used") or next(iter(self.gpu_fields.values()))
-        return sources[0].metric
+        return sources[0]
 
     def gpu_metric_names(self) -> tuple[str, ...]:
         """Every metric this dialect reads for GPUs."""
         return _unique(
             tuple(s.metric for sources in self.gpu_fields.values() for s in sources)
             + self.gpu_info_metrics
+            + self.index_metrics
         )
 
     def process_metric_names(self) -> tuple[str, ...]:

@@ -32,9 +32,13 @@ def compile_dumper(schema: Schema) -> Dumper:
     keys: list[str] = []
     attributes: list[str] = []
     timestamps: list[str] = []
+    nested: list[tuple[str, Dumper]] = []
     for name, field in schema.fields.items():
         if isinstance(field, Timestamp):
             timestamps.append(field.data_key or name)
+        elif _is_list_of_nested(field):
+            # A list of small objects (a GPU's pods): dumped by a dumper of its own.
+            nested.append((field.data_key or name, compile_dumper(field.inner.schema)))
         elif not isinstance(field, _PLAIN):
             raise TypeError(f"{type(field).__name__} ({name}) is not supported by the fast dump")
         keys.append(field.data_key or name)
@@ -48,6 +52,16 @@ def compile_dumper(schema: Schema) -> Dumper:
                 value = row[key]
                 if value is not None:
                     row[key] = _timestamp_text(float(value))
+        for key, dump_items in nested:
+            for row in rows:
+                items = row[key]
+                if items is not None:
+                    row[key] = dump_items(items) if items else []
         return rows
 
     return dump
+
+
+def _is_list_of_nested(field: fields.Field) -> bool:
+    return (isinstance(field, fields.List) and isinstance(field.inner, fields.Nested)
+            and not field.inner.many)

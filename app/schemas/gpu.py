@@ -7,6 +7,22 @@ from marshmallow import Schema, fields
 from app.schemas.fields import Timestamp
 
 
+class PodShareSchema(Schema):
+    """A workload holding a GPU (or MIG instance), and its own share where reported."""
+
+    pod = fields.String(required=True)
+    namespace = fields.String(allow_none=True)
+    container = fields.String(allow_none=True)
+    utilization = fields.Float(
+        allow_none=True,
+        metadata={"description": "The pod's own share of the GPU's utilization, %; null "
+                  "where the exporter only copies the device's value onto the pod's series"})
+    memory_used = fields.Integer(
+        allow_none=True,
+        metadata={"description": "The pod's own GPU memory, bytes; null where the exporter "
+                  "only copies the device's value"})
+
+
 class GpuSchema(Schema):
     """One GPU (or MIG instance). Units: bytes, percent 0-100, degrees C, watts."""
 
@@ -28,13 +44,19 @@ class GpuSchema(Schema):
     power_usage = fields.Float(allow_none=True, metadata={"description": "Watts"})
     pod = fields.String(
         allow_none=True,
-        metadata={"description": "Pod holding the GPU; several are comma-separated"},
+        metadata={"description": "Pod holding the GPU; several are comma-separated "
+                  "(see `pods`)"},
     )
     namespace = fields.String(allow_none=True, metadata={"description": "Namespace of the pod"})
     container = fields.String(allow_none=True, metadata={"description": "Container in the pod"})
     mig_profile = fields.String(allow_none=True, metadata={"description": "e.g. 3g.40gb"})
     mig_instance = fields.Integer(
         allow_none=True, metadata={"description": "MIG GPU instance id; null for a whole GPU"}
+    )
+    pods = fields.List(
+        fields.Nested(PodShareSchema),
+        metadata={"description": "Every workload holding the GPU, by namespace and pod; "
+                  "empty when none does"},
     )
 
 

@@ -144,7 +144,7 @@ def _holders_by_gpu(
     holders: dict[tuple[object, ...], Gpu] = {}
     for dialect in pod_sources:
         for gpu in pod_holders(dialect, answers[dialect.name]):
-            if gpu.mig_instance is not None or not gpu.pod or "," in gpu.pod:
+            if gpu.mig_instance is not None or len(gpu.pods) != 1:
                 continue  # a MIG instance or a shared GPU does not say whose a process is
             for key in _gpu_identities(gpu):
                 holders.setdefault(key, gpu)

@@ -12,14 +12,18 @@ from app.dialects.model import Dialect, Source
 from app.prometheus.client import QueryResult
 from app.prometheus.errors import PrometheusBadResponseError
 from app.services.queries import QueryKey
-from app.services.records import Gpu, GpuFilters, GpuProcess
+from app.services.records import Gpu, GpuFilters, GpuProcess, PodShare
 
 Labels = dict[str, str]
 # Exporters emit ~9.2e18 blank sentinels for unsupported sensors; nothing real is this big.
 SENTINEL_LIMIT = 1e15
 MEMORY_FIELDS = frozenset({"memory_used", "memory_total", "memory_free", "memory_reserved",
                            "gpu_memory"})
+# Percentages are served to 3 decimals: a ratio of 0.07 x 100 reads 7.0, not 7.000000000000001.
+PERCENT_FIELDS = frozenset({"utilization", "memory_utilization", "cpu", "memory"})
+PERCENT_DECIMALS = 3
 GpuKey = tuple[str, str, str]
+PodKey = tuple[str, str, str]
 
 
 @contextmanager
@@ -167,8 +171,16 @@ def _apply(row: Any, field: str, source: Source, raw_value: Any, *, as_int: bool
     value = number(raw_value)
     if value is None:
         return
-    value *= source.scale
-    setattr(row, field, round(value) if as_int else value)
+    setattr(row, field, _canonical(field, value * source.scale, as_int=as_int))
+
+
+def _canonical(field: str, value: float, *, as_int: bool) -> float | int:
+    """Round a value as the API serves it: whole bytes, percentages to PERCENT_DECIMALS."""
+    if as_int:
+        return round(value)
+    if field in PERCENT_FIELDS:
+        return round(value, PERCENT_DECIMALS)
+    return value
 
 
 def _timestamp(row: Any, ts: Any) -> None:
@@ -236,14 +248,25 @@ class _GpuRows:
             if row is not None:
                 _timestamp(row, series["value"][0])
 
+    def add_index_values(self, series_list: list[dict[str, Any]]) -> None:
+        """Take the index from gauges whose value is it, where no label gave one."""
+        for series in series_list:
+            row = self.get(series["metric"], fill=True)
+            if row is None:
+                continue
+            _timestamp(row, series["value"][0])
+            value = number(series["value"][1])
+            if row.gpu_index is None and value is not None and value.is_integer():
+                row.gpu_index = int(value)
+
 
 class GpuJoin:
     """Builds GPU rows from query answers in any order, as they arrive.
 
     Answers are worked on while Prometheus still evaluates the others. The only order
-    that matters is within one field: a fallback source (dcgm's engine activity for MIG
-    instances) is applied after the sources before it, so the first one that answers
-    for a GPU wins. Pods are attached at the end, once every row exists.
+    that matters is within one field: a fallback source (dcgm's engine activity where
+    GPU_UTIL is absent) is applied after the sources before it, so the first one that
+    answers for a GPU wins.
     """
 
     def __init__(self, dialect: Dialect, planned: Iterable[QueryKey]) -> None:
@@ -251,10 +274,10 @@ class GpuJoin:
         self.reader = _GpuReader(dialect)
         self.table = _GpuRows(self.reader)
         self.reserved: dict[GpuKey, int] = {}
+        self.pods: dict[GpuKey, dict[PodKey, PodShare]] = {}
         self.planned = set(planned)
         self._applied: dict[str, int] = dict.fromkeys(dialect.gpu_fields, 0)
         self._waiting: dict[QueryKey, QueryResult] = {}
-        self._pods: list[dict[str, Any]] = []
 
     def add(self, key: QueryKey, result: QueryResult) -> None:
         """Take one query's answer."""
@@ -262,8 +285,9 @@ class GpuJoin:
         if kind == "info":
             with reading_samples(key[-1]):
                 self.table.add_labels_only(result.series)
-        elif kind == "pods":
-            self._pods = result.series
+        elif kind == "index":
+            with reading_samples(key[-1]):
+                self.table.add_index_values(result.series)
         elif kind == "field":
             self._waiting[key] = result
             self._apply_ready(key[1])
@@ -281,7 +305,10 @@ class GpuJoin:
 
     def _apply(self, field: str, source: Source, series_list: list[dict[str, Any]]) -> None:
         with reading_samples(source.metric):
-            self._apply_samples(field, source, series_list)
+            if self.dialect.reads_pods(source):
+                self._apply_per_pod(field, source, series_list)
+            else:
+                self._apply_samples(field, source, series_list)
 
     def _apply_samples(self, field: str, source: Source,
                        series_list: list[dict[str, Any]]) -> None:
@@ -290,12 +317,12 @@ class GpuJoin:
         table = self.table
         reserved = self.reserved
         as_int = field in MEMORY_FIELDS
+        percent = field in PERCENT_FIELDS
         scale = source.scale
-        skip_mig = source.skip_on_mig
         for series in series_list:
             labels = series["metric"]
             gpu_key = key_of(labels)
-            if gpu_key is None or (skip_mig and gpu_key[2]):
+            if gpu_key is None:
                 continue
             row = rows.get(gpu_key) or table.get(labels)
             if row is None:
@@ -312,7 +339,60 @@ class GpuJoin:
                 # Only used to derive the total; not served on its own.
                 reserved.setdefault(gpu_key, round(value))
             elif getattr(row, field) is None:  # an earlier source already answered
-                setattr(row, field, round(value) if as_int else value)
+                if as_int:
+                    value = round(value)
+                elif percent:
+                    value = round(value, PERCENT_DECIMALS)
+                setattr(row, field, value)
+
+    def _apply_per_pod(self, field: str, source: Source,
+                       series_list: list[dict[str, Any]]) -> None:
+        """Read a metric that may come once per pod (see Source.per_pod).
+
+        A series without a workload pod is the device's own value; the others are one per
+        pod. Where a device series exists, the pods' values are their own shares; where
+        none does, they are copies of the device's value, and the GPU's value is their max.
+        """
+        reader = self.reader
+        as_int = field in MEMORY_FIELDS
+        device: dict[GpuKey, float | None] = {}
+        per_pod: dict[GpuKey, dict[PodKey, float | None]] = {}
+        for series in series_list:
+            labels = series["metric"]
+            gpu_key = reader.key(labels)
+            if gpu_key is None:
+                continue
+            row = self.table.rows.get(gpu_key) or self.table.get(labels)
+            if row is None:
+                continue
+            _timestamp(row, series["value"][0])
+            raw = number(series["value"][1])
+            value = None if raw is None else _canonical(field, raw * source.scale,
+                                                        as_int=as_int)
+            pod = reader.pod(labels)
+            if pod is None:
+                device[gpu_key] = value
+                continue
+            holder = (pod, reader.namespace(labels) or "", reader.container(labels) or "")
+            per_pod.setdefault(gpu_key, {})[holder] = value
+        for gpu_key in device.keys() | per_pod.keys():
+            row = self.table.rows[gpu_key]
+            pods = per_pod.get(gpu_key, {})
+            shares = gpu_key in device
+            if shares:
+                value = device[gpu_key]
+            else:
+                copies = [v for v in pods.values() if v is not None]
+                value = max(copies) if copies else None
+            if getattr(row, field) is None and value is not None:
+                setattr(row, field, value)
+            book = self.pods.setdefault(gpu_key, {})
+            for holder, own in pods.items():
+                share = book.get(holder)
+                if share is None:
+                    share = book[holder] = _pod_share(holder)
+                if shares and field in ("utilization", "memory_used"):
+                    setattr(share, field, own)
 
     def finish(self, filters: GpuFilters) -> list[Gpu]:
         """Derive what the exporter lacks, name the pods, filter and sort."""
@@ -324,14 +404,19 @@ class GpuJoin:
                     self._apply(field, sources[position], result.series)
         for gpu_key, row in self.table.rows.items():
             _derive_memory(row, self.reserved.get(gpu_key))
-        with reading_samples("pods"):
-            _attach_pods(self._pods, self.table, create=False)
-        has_pods = ("pods",) in self.planned
+            book = self.pods.get(gpu_key)
+            if book:
+                row.pods = sorted(book.values(), key=PodShare.sort_key)
         gpus = list(self.table.rows.values())
         if not filters.is_empty():
-            gpus = [row for row in gpus if _gpu_matches(row, filters, has_pods)]
+            gpus = [row for row in gpus if filters.matches(row)]
         gpus.sort(key=gpu_sort_key)
         return gpus
+
+
+def _pod_share(holder: PodKey) -> PodShare:
+    pod, namespace, container = holder
+    return PodShare(pod=pod, namespace=namespace or None, container=container or None)
 
 
 def join_gpus(
@@ -357,13 +442,13 @@ def _derive_memory(row: Gpu, reserved: int | None) -> None:
     if free is None and used is not None and total is not None:
         row.memory_free = max(total - used - (reserved or 0), 0)
     if row.memory_utilization is None and used is not None and total:
-        row.memory_utilization = used / total * 100.0
+        row.memory_utilization = round(used / total * 100.0, PERCENT_DECIMALS)
 
 
 def _attach_pods(series_list: list[dict[str, Any]], table: _GpuRows, *, create: bool) -> None:
     """Name the workload(s) on each GPU from the pods query."""
     reader = table.reader
-    holders: dict[int, tuple[Gpu, dict[tuple[str, str, str], None]]] = {}
+    holders: dict[int, tuple[Gpu, dict[PodKey, None]]] = {}
     for series in series_list:
         labels = series["metric"]
         pod = reader.pod(labels)
@@ -375,35 +460,7 @@ def _attach_pods(series_list: list[dict[str, Any]], table: _GpuRows, *, create: 
         holder = (pod, reader.namespace(labels) or "", reader.container(labels) or "")
         holders.setdefault(id(row), (row, {}))[1][holder] = None
     for row, found in holders.values():
-        ordered = sorted(found, key=lambda h: (h[1], h[0], h[2]))
-        # A time-sliced GPU serves several pods: all are named, comma-separated.
-        row.pod = _joined(h[0] for h in ordered)
-        row.namespace = _joined(h[1] for h in ordered)
-        row.container = _joined(h[2] for h in ordered)
-
-
-def _joined(values: Iterable[str]) -> str | None:
-    return ",".join(dict.fromkeys(v for v in values if v)) or None
-
-
-def _gpu_matches(row: Gpu, filters: GpuFilters, has_pods: bool) -> bool:
-    """Apply every filter to a joined row (PromQL narrowed the data; this makes it exact)."""
-    if filters.is_empty():
-        return True
-    if filters.node and row.node_name not in filters.node:
-        return False
-    if filters.gpu_name and row.gpu_name not in filters.gpu_name:
-        return False
-    if filters.uuid and (row.uuid or "").lower() not in {u.lower() for u in filters.uuid}:
-        return False
-    if filters.pod and not (has_pods and _any_in(row.pod, filters.pod)):
-        return False
-    return not (filters.namespace and not (has_pods and _any_in(row.namespace,
-                                                                  filters.namespace)))
-
-
-def _any_in(joined: str | None, wanted: tuple[str, ...]) -> bool:
-    return joined is not None and any(part in wanted for part in joined.split(","))
+        row.pods = sorted((_pod_share(h) for h in found), key=PodShare.sort_key)
 
 
 def gpu_sort_key(row: Gpu) -> tuple[Any, ...]:
@@ -421,7 +478,7 @@ def pod_holders(dialect: Dialect, results: Mapping[QueryKey, QueryResult]) -> li
     table = _GpuRows(_GpuReader(dialect))
     with reading_samples("pods"):
         _attach_pods(_series(results, ("pods",)), table, create=True)
-    return [row for row in table.rows.values() if row.pod]
+    return [row for row in table.rows.values() if row.pods]
 
 
 def join_processes(
@@ -440,9 +497,10 @@ def _join_processes(
     gpus = _GpuRows(reader)
     for metric in dialect.gpu_info_metrics:
         gpus.add_labels_only(_series(results, ("info", metric)))
+    for metric in dialect.index_metrics:
+        gpus.add_index_values(_series(results, ("index", metric)))
     gpus.add_labels_only(_series(results, ("gpus",)))
     _attach_pods(_series(results, ("pods",)), gpus, create=True)
-    has_pods = ("pods",) in results
     needs_gpu = bool(filters.gpu_name or filters.uuid or filters.pod or filters.namespace)
     gpu_of = {(key[0], key[1]): row for key, row in gpus.rows.items() if not key[2]}
 
@@ -467,8 +525,8 @@ def _join_processes(
             if gpu is not None:
                 row.gpu_index = index if index is not None else gpu.gpu_index
                 row.gpu_uuid = row.gpu_uuid or gpu.uuid
-                if gpu.pod and "," not in gpu.pod:  # one pod holds the GPU: it owns the process
-                    row.pod, row.namespace = gpu.pod, gpu.namespace
+                if len(gpu.pods) == 1:  # one pod holds the GPU: it owns the process
+                    row.pod, row.namespace = gpu.pods[0].pod, gpu.pods[0].namespace
             rows[key[0], key[1], pid] = row
         if row.process_name is None:
             row.process_name = read_name(labels)
@@ -501,7 +559,7 @@ def _join_processes(
         if not needs_gpu:
             return True
         gpu = gpu_of.get((key[0], key[1]))
-        return gpu is not None and _gpu_matches(gpu, filters, has_pods)
+        return gpu is not None and filters.matches(gpu)
 
     processes = [row for key, row in rows.items() if keep(row, key)]
     processes.sort(key=process_sort_key)

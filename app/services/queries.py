@@ -8,8 +8,8 @@ from app.dialects.model import Dialect, Source
 from app.prometheus.promql import aggregate, filtered_selector
 from app.services.records import GpuFilters
 
-# A key names what a query is for: ("field", name, position of the source), ("info", metric)
-# or ("pods",). Services join answers by these keys.
+# A key names what a query is for: ("field", name, position of the source), ("info", metric),
+# ("index", metric) or ("pods",). Services join answers by these keys.
 QueryKey = tuple[str, ...]
 Filter = tuple[Sequence[str], Sequence[str]]
 
@@ -43,79 +43,133 @@ def exporter_uuid(dialect: Dialect, uuid: str) -> str:
     return uuid
 
 
-def _source_query(source: Source, by: Sequence[str], filters: list[Filter],
-                  mig_labels: Sequence[str]) -> str | None:
-    extra: list[Filter] = []
-    fixed: list[str] = []
-    if source.skip_on_mig:
-        # Every MIG label empty: the series of a whole GPU, not of an instance.
-        extra = [((label,), ("",)) for label in mig_labels]
-    if source.mig_only:
-        if not mig_labels:
-            return None  # no MIG instances here: nothing to read
-        fixed = [f'{mig_labels[0]}!=""']
-    series = filtered_selector(source.metric, filters + extra, fixed)
-    return aggregate(source.aggregate, by, series)
+# Prometheus renames a scraped label that clashes with a target label to exported_<name>:
+# with honorLabels false, a workload's pod labels arrive so, and the plain ones name the
+# exporter's own pod, which Kubernetes service discovery sets as the `pod` target label.
+EXPORTED_PREFIX = "exported_"
+TARGET_POD_LABEL = "pod"
+# The scrape targets' own pods: a series whose pod is its target's names no workload.
+_TARGET_PODS = f"up{{{TARGET_POD_LABEL}!=\"\"}}"
+_ON_TARGET = f"on (instance, {TARGET_POD_LABEL})"
 
 
-def gpu_queries(dialect: Dialect, filters: GpuFilters) -> dict[QueryKey, str]:
-    """Return every query needed to list GPUs: one per metric source, info and pods."""
+def _mig_filters(source: Source, mig_labels: Sequence[str]) -> list[Filter]:
+    # Every MIG label empty: the series of a whole GPU, not of an instance.
+    return [((label,), ("",)) for label in mig_labels] if source.skip_on_mig else []
+
+
+def _pod_halves(dialect: Dialect) -> list[tuple[tuple[str, ...], tuple[str, ...], bool]]:
+    """(pod labels, namespace labels, exported?) for the exported and the plain spellings."""
     labels = dialect.labels
-    identity = labels.identity()
-    field_filters = identity_filters(dialect, filters, on_info=False)
-    queries: dict[QueryKey, str] = {}
-    for name, sources in dialect.gpu_fields.items():
-        for position, source in enumerate(sources):
-            query = _source_query(source, identity, field_filters, labels.mig_instance)
-            if query is not None:
-                queries[("field", name, str(position))] = query
-    info_filters = identity_filters(dialect, filters, on_info=True)
-    for metric in dialect.gpu_info_metrics:
-        queries[("info", metric)] = aggregate(
-            "max", identity, filtered_selector(metric, info_filters)
-        )
-    pods = pods_query(dialect, filters) if labels.pod else None
-    if pods is not None:
-        queries[("pods",)] = pods
-    return queries
-
-
-def pods_query(dialect: Dialect, filters: GpuFilters) -> str | None:
-    """Which pods hold which GPU, narrowed to the requested namespaces and pods.
-
-    With the chart's default honorLabels: false, a workload's labels arrive as exported_*
-    and the plain ones name the exporter's own pod. Series with an exported pod are read
-    as they are; series without one are kept only if their plain pod is not the scrape
-    target's own pod (as `up` records it), which leaves out idle GPUs under honorLabels
-    false and keeps workloads under honorLabels true.
-    """
-    labels = dialect.labels
-    base = identity_filters(dialect, filters, on_info=False)
-    metric = dialect.pod_metric()
-    parts = []
+    halves = []
     for exported in (True, False):
-        pod = tuple(n for n in labels.pod if n.startswith("exported_") == exported)
-        if not pod:
-            continue
-        namespace = tuple(n for n in labels.namespace if n.startswith("exported_") == exported)
+        pod = tuple(n for n in labels.pod if n.startswith(EXPORTED_PREFIX) == exported)
+        if pod:
+            namespace = tuple(n for n in labels.namespace
+                              if n.startswith(EXPORTED_PREFIX) == exported)
+            halves.append((pod, namespace, exported))
+    return halves
+
+
+def workload_series(dialect: Dialect, metric: str, base: list[Filter],
+                    filters: GpuFilters) -> str | None:
+    """The series of `metric` that name a workload pod, narrowed to the wanted pods.
+
+    Series with an exported pod are read as they are; series without one count only if
+    their plain pod is not the scrape target's own pod (as `up` records it), which leaves
+    out idle GPUs under honorLabels false and keeps workloads under honorLabels true.
+    None when the dialect has no pod labels or the filters ask for labels it lacks.
+    """
+    exported_pods = tuple(n for n in dialect.labels.pod if n.startswith(EXPORTED_PREFIX))
+    parts = []
+    for pod, namespace, exported in _pod_halves(dialect):
         wanted = list(base)
         if filters.namespace:
             wanted.append((namespace, filters.namespace))
         if filters.pod:
             wanted.append((pod, filters.pod))
-        # Only series that name a pod: an idle GPU needs no answer here.
-        fixed = [f'{pod[0]}!=""']
-        if not exported:
-            fixed += [f'{n}=""' for n in labels.pod if n.startswith("exported_")]
         if any(not names for names, _ in wanted):
             continue  # a filter on a label this half does not have matches nothing here
+        fixed = [f'{pod[0]}!=""']
+        if not exported:
+            fixed += [f'{n}=""' for n in exported_pods]
         series = filtered_selector(metric, wanted, fixed)
-        if not exported and "pod" in pod:
-            series = f'({series} unless on (instance, pod) up{{pod!=""}})'
+        if not exported and TARGET_POD_LABEL in pod:
+            series = f"({series} unless {_ON_TARGET} {_TARGET_PODS})"
         parts.append(series)
-    if not parts:
+    return " or ".join(parts) if parts else None
+
+
+def podless_series(dialect: Dialect, metric: str, base: list[Filter]) -> str:
+    """The series of `metric` that name no workload: a device's own values."""
+    pods = dialect.labels.pod
+    if not pods:
+        return filtered_selector(metric, base)
+    empty = [f'{n}=""' for n in pods]
+    series = filtered_selector(metric, base, empty)
+    if TARGET_POD_LABEL not in pods:
+        return series
+    # Under honorLabels true a pod-less series takes the target's own pod label.
+    others = [f'{n}=""' for n in pods if n != TARGET_POD_LABEL]
+    own = filtered_selector(metric, base, [*others, f'{TARGET_POD_LABEL}!=""'])
+    return f"{series} or ({own} and {_ON_TARGET} {_TARGET_PODS})"
+
+
+def _source_query(dialect: Dialect, source: Source, filters: list[Filter],
+                  wanted: GpuFilters) -> str:
+    """One source's query: the GPU-level value, plus each pod's series where it has any."""
+    identity = dialect.labels.identity()
+    base = filters + _mig_filters(source, dialect.labels.mig_instance)
+    if not dialect.reads_pods(source):
+        return aggregate("max", identity, filtered_selector(source.metric, base))
+    device = aggregate("max", identity, podless_series(dialect, source.metric, base))
+    pods = workload_series(dialect, source.metric, base, wanted)
+    if pods is None:
+        return device
+    return f"{device} or {aggregate('max', identity + dialect.labels.pods(), pods)}"
+
+
+def gpu_queries(dialect: Dialect, filters: GpuFilters) -> dict[QueryKey, str]:
+    """Return every query needed to list GPUs: one per metric source, plus info metrics.
+
+    A field's fallback source (dcgm's engine activity, where GPU_UTIL is absent) asks only
+    for the GPUs its earlier sources do not cover, so its answer stays small.
+    """
+    labels = dialect.labels
+    identity = labels.identity()
+    field_filters = identity_filters(dialect, filters, on_info=False)
+    queries: dict[QueryKey, str] = {}
+    for name, sources in dialect.gpu_fields.items():
+        earlier: list[str] = []
+        for position, source in enumerate(sources):
+            query = _source_query(dialect, source, field_filters, filters)
+            if earlier:
+                query = f"({query}) unless on ({', '.join(identity)}) ({' or '.join(earlier)})"
+            queries[("field", name, str(position))] = query
+            earlier.append(filtered_selector(
+                source.metric, field_filters + _mig_filters(source, labels.mig_instance)))
+    info_filters = identity_filters(dialect, filters, on_info=True)
+    for metric in dialect.gpu_info_metrics:
+        queries[("info", metric)] = aggregate(
+            "max", identity, filtered_selector(metric, info_filters)
+        )
+    for metric in dialect.index_metrics:
+        queries[("index", metric)] = aggregate(
+            "max", identity, filtered_selector(metric, info_filters)
+        )
+    return queries
+
+
+def pods_query(dialect: Dialect, filters: GpuFilters) -> str | None:
+    """Which pods hold which GPU, narrowed to the requested namespaces and pods."""
+    labels = dialect.labels
+    if not labels.pod:
+        return None
+    base = identity_filters(dialect, filters, on_info=False)
+    series = workload_series(dialect, dialect.pod_metric(), base, filters)
+    if series is None:
         return None  # the filters ask for labels this dialect does not have
-    return aggregate("group", labels.identity() + labels.pods(), " or ".join(parts))
+    return aggregate("group", labels.identity() + labels.pods(), series)
 
 
 def process_queries(dialect: Dialect, filters: GpuFilters) -> dict[QueryKey, str]:
@@ -128,9 +182,8 @@ def process_queries(dialect: Dialect, filters: GpuFilters) -> dict[QueryKey, str
     queries: dict[QueryKey, str] = {}
     for name, sources in dialect.process_fields.items():
         for position, source in enumerate(sources):
-            query = _source_query(source, by, field_filters, ())
-            if query is not None:
-                queries[("field", name, str(position))] = query
+            queries[("field", name, str(position))] = aggregate(
+                "max", by, filtered_selector(source.metric, field_filters))
     for metric in dialect.process_info_metrics:
         queries[("process_info", metric)] = aggregate(
             "max", by, filtered_selector(metric, field_filters)
@@ -140,6 +193,10 @@ def process_queries(dialect: Dialect, filters: GpuFilters) -> dict[QueryKey, str
         queries[("info", metric)] = aggregate(
             "max", labels.identity(), filtered_selector(metric, info_filters)
         )
+    for metric in dialect.index_metrics:
+        queries[("index", metric)] = aggregate(
+            "max", labels.identity(), filtered_selector(metric, info_filters)
+        )
     needs_gpu = filters.gpu_name or filters.uuid or filters.pod or filters.namespace
     if needs_gpu and not dialect.gpu_info_metrics:
         # Process series may lack the model name: list the GPUs to filter by it.
@@ -147,7 +204,7 @@ def process_queries(dialect: Dialect, filters: GpuFilters) -> dict[QueryKey, str
         queries[("gpus",)] = aggregate(
             "group", labels.identity(), filtered_selector(dialect.pod_metric(), gpu_filters)
         )
-    pods = pods_query(dialect, filters) if labels.pod else None
+    pods = pods_query(dialect, filters)
     if pods is not None:
         queries[("pods",)] = pods
     return queries

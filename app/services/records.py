@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Iterable
+from dataclasses import dataclass, field
 
 
 @dataclass(frozen=True)
@@ -18,6 +19,41 @@ class GpuFilters:
     def is_empty(self) -> bool:
         """Tell whether no filter is set."""
         return not (self.node or self.namespace or self.pod or self.gpu_name or self.uuid)
+
+    def matches(self, gpu: Gpu) -> bool:
+        """Tell whether a joined GPU row is one the caller asked for.
+
+        This is the definition; the label matchers pushed into PromQL only narrow the data.
+        """
+        if self.node and gpu.node_name not in self.node:
+            return False
+        if self.gpu_name and gpu.gpu_name not in self.gpu_name:
+            return False
+        if self.uuid and (gpu.uuid or "").lower() not in {u.lower() for u in self.uuid}:
+            return False
+        if self.pod and not any(p.pod in self.pod for p in gpu.pods):
+            return False
+        return not (self.namespace and not any(p.namespace in self.namespace
+                                               for p in gpu.pods))
+
+
+@dataclass(slots=True)
+class PodShare:
+    """A workload holding a GPU, with what it uses of it where the exporter says so.
+
+    `utilization` (%) and `memory_used` (bytes) are the pod's own share, or None where the
+    exporter only copies the device's values onto the pod's series.
+    """
+
+    pod: str
+    namespace: str | None = None
+    container: str | None = None
+    utilization: float | None = None
+    memory_used: int | None = None
+
+    def sort_key(self) -> tuple[str, str, str]:
+        """Order pods by namespace, pod, container."""
+        return (self.namespace or "", self.pod, self.container or "")
 
 
 @dataclass(slots=True)
@@ -35,12 +71,30 @@ class Gpu:
     memory_utilization: float | None = None
     temperature: float | None = None
     power_usage: float | None = None
-    pod: str | None = None
-    namespace: str | None = None
-    container: str | None = None
+    pods: list[PodShare] = field(default_factory=list)
     mig_profile: str | None = None
     mig_instance: int | None = None
     timestamp: float | None = None
+
+    # The original frontend's view of `pods`: each attribute comma-joined, None when empty.
+    @property
+    def pod(self) -> str | None:
+        """The pods holding the GPU, comma-separated."""
+        return _joined(p.pod for p in self.pods)
+
+    @property
+    def namespace(self) -> str | None:
+        """Their namespaces, comma-separated, each once."""
+        return _joined(p.namespace for p in self.pods)
+
+    @property
+    def container(self) -> str | None:
+        """Their containers, comma-separated, each once."""
+        return _joined(p.container for p in self.pods)
+
+
+def _joined(values: Iterable[str | None]) -> str | None:
+    return ",".join(dict.fromkeys(v for v in values if v)) or None
 
 
 @dataclass(slots=True)

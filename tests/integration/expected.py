@@ -14,7 +14,10 @@ from demo.dialects import smi_uuid
 from tests.integration.world import Cluster, instance_of
 
 Row = dict[str, Any]
-ROW_PER_MIG_INSTANCE = ("dcgm", "dcgm-hostname", "nvitop")
+ROW_PER_MIG_INSTANCE = ("dcgm", "dcgm-hostname", "dcgm-no-gpu-util", "nvitop")
+# How each dcgm variant writes a pod's series (see demo/dialects.py SHARING_SHAPES):
+# "copy" repeats the device's values, "per-process" also writes each pod's own share.
+POD_SHARES = {"dcgm-hostname"}
 
 
 def _devices(rows: list[SimGpu]) -> list[list[SimGpu]]:
@@ -31,20 +34,26 @@ def _blank_gpu(node: str, gpu: SimGpu) -> Row:
         "utilization": None, "memory_used": None, "memory_total": None, "memory_free": None,
         "memory_utilization": None, "temperature": gpu.temperature, "power_usage": None,
         "pod": None, "namespace": None, "container": None, "mig_profile": None,
-        "mig_instance": None,
+        "mig_instance": None, "pods": [],
     }
 
 
-def _pods(gpu: SimGpu) -> tuple[str | None, str | None, str | None]:
-    pods = sorted(gpu.pods, key=lambda p: (p.namespace, p.pod, p.container))
-    if not pods:
-        return None, None, None
+def _pods(gpu: SimGpu, kind: str) -> dict[str, Any]:
+    """The pod fields of a GPU held by at most one pod (the world has no shared GPUs)."""
+    assert len(gpu.pods) <= 1, "time-shared GPUs are tested with hand-written values"
+    if not gpu.pods:
+        return {"pod": None, "namespace": None, "container": None, "pods": []}
+    (pod,) = gpu.pods
+    shares = kind in POD_SHARES
+    return {"pod": pod.pod, "namespace": pod.namespace, "container": pod.container,
+            "pods": [{"pod": pod.pod, "namespace": pod.namespace, "container": pod.container,
+                      "utilization": gpu.util_shares[0] if shares else None,
+                      "memory_used": gpu.memory_shares[0] if shares else None}]}
 
-    def joined(values: list[str]) -> str:
-        return ",".join(dict.fromkeys(values))
 
-    return (joined([p.pod for p in pods]), joined([p.namespace for p in pods]),
-            joined([p.container for p in pods]))
+def _percent(value: float) -> float:
+    """Percentages are served to 3 decimals."""
+    return round(value, 3)
 
 
 def expected_gpus(cluster: Cluster) -> list[Row]:
@@ -60,7 +69,8 @@ def expected_gpus(cluster: Cluster) -> list[Row]:
             row.update(
                 uuid=gpu.uuid, memory_used=gpu.memory_used_bytes,
                 memory_total=gpu.memory_total_bytes, memory_free=gpu.memory_free_bytes,
-                memory_utilization=gpu.memory_used_bytes / gpu.memory_total_bytes * 100,
+                memory_utilization=_percent(gpu.memory_used_bytes / gpu.memory_total_bytes
+                                            * 100),
                 power_usage=gpu.power_w, mig_profile=gpu.mig_profile,
             )
             if kind == "nvitop":
@@ -73,7 +83,7 @@ def expected_gpus(cluster: Cluster) -> list[Row]:
             else:
                 row["utilization"] = gpu.utilization
                 row["mig_instance"] = gpu.mig_instance
-                row["pod"], row["namespace"], row["container"] = _pods(gpu)
+                row.update(_pods(gpu, kind))
             rows.append(row)
         return rows
     for parts in _devices(truth):
@@ -87,18 +97,21 @@ def expected_gpus(cluster: Cluster) -> list[Row]:
         row = _blank_gpu(node, gpu)
         row.update(utilization=None if mig else gpu.utilization, memory_used=used,
                    memory_total=total, memory_free=free,
-                   memory_utilization=used / total * 100)
+                   memory_utilization=_percent(used / total * 100))
         if kind == "dcgm-old":
             node = instance_of(cluster, gpu.node)
             # 1.x counts reserved memory as used; used + free is the total.
             row.update(node_name=node, uuid=gpu.uuid, memory_used=used + reserved,
-                       memory_utilization=(used + reserved) / total * 100,
+                       memory_utilization=_percent((used + reserved) / total * 100),
                        power_usage=gpu.power_w)
             pods = [p for part in parts for p in part.pods]
             if pods:  # 1.x labelled the last allocation only
                 row.update(pod=pods[-1].pod, namespace=pods[-1].namespace,
-                           container=pods[-1].container)
-        if kind == "nvidia-smi":
+                           container=pods[-1].container,
+                           pods=[{"pod": pods[-1].pod, "namespace": pods[-1].namespace,
+                                  "container": pods[-1].container, "utilization": None,
+                                  "memory_used": None}])
+        if kind.startswith("nvidia-smi"):
             row.update(uuid="GPU-" + smi_uuid(gpu.uuid), power_usage=gpu.power_w)
         rows.append(row)
     return rows
@@ -108,7 +121,7 @@ def expected_processes(cluster: Cluster) -> list[Row]:
     """Every process row the API must return for this cluster."""
     kind = cluster.exporter_dialect
     rows: list[Row] = []
-    if kind in ("dcgm", "dcgm-hostname", "dcgm-old"):
+    if kind.startswith("dcgm"):
         return rows  # dcgm-exporter publishes no per-process series
     for gpu in cluster.truth():
         for proc in gpu.processes:
@@ -121,7 +134,7 @@ def expected_processes(cluster: Cluster) -> list[Row]:
             }
             if kind == "gpu-metrics":
                 row.update(user=str(proc.uid), cpu=None, memory=None)
-            elif kind == "nvidia-smi":
+            elif kind.startswith("nvidia-smi"):
                 row.update(user=None, command=None, cpu=None, memory=None,
                            gpu_uuid="GPU-" + smi_uuid(gpu.uuid))
             elif kind == "nvitop":

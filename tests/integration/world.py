@@ -41,16 +41,24 @@ CLUSTERS: tuple[Cluster, ...] = (
                                            node_prefix="lh-")),
     Cluster("gpu-metrics", ClusterSpec(nodes=2, gpus_per_node=2, seed=13, node_prefix="gm-")),
     # The GPU Operator's default: honorLabels false, so pod labels become exported_*.
-    Cluster("dcgm", ClusterSpec(nodes=3, gpus_per_node=4, seed=14, mig_nodes=1, shared_gpus=2,
+    # (Time-shared GPUs have labs of their own, with values written by hand:
+    # test_time_sharing.py.)
+    Cluster("dcgm", ClusterSpec(nodes=3, gpus_per_node=4, seed=14, mig_nodes=1,
                                 node_prefix="dc-"),
             honor_labels=False, target_labels=tuple(DCGM_TARGET_LABELS.items())),
-    # honorLabels true: idle GPUs carry the exporter's own pod label, which must not count.
-    Cluster("dcgm-hostname", ClusterSpec(nodes=2, gpus_per_node=3, seed=15, shared_gpus=1,
-                                         node_prefix="dh-"),
+    # honorLabels true: idle GPUs carry the exporter's own pod label, which must not count;
+    # 4.8's shape, so each pod's own share of utilization and memory is known.
+    Cluster("dcgm-hostname", ClusterSpec(nodes=2, gpus_per_node=3, seed=15, node_prefix="dh-"),
             target_labels=tuple(DCGM_HONORED_TARGET_LABELS.items())),
+    # A custom counter set without GPU_UTIL: utilization comes from the engine activity.
+    Cluster("dcgm-no-gpu-util", ClusterSpec(nodes=1, gpus_per_node=3, seed=19,
+                                            node_prefix="dg-"),
+            honor_labels=False, target_labels=tuple(DCGM_TARGET_LABELS.items())),
     Cluster("dcgm-old", ClusterSpec(nodes=2, gpus_per_node=2, seed=16, node_prefix="do-")),
     Cluster("nvidia-smi", ClusterSpec(nodes=2, gpus_per_node=3, seed=17, mig_nodes=1,
                                       node_prefix="ns-")),
+    # Before v1.3: the index is only the nvidia_smi_index gauge.
+    Cluster("nvidia-smi-1.2", ClusterSpec(nodes=1, gpus_per_node=2, seed=20, node_prefix="no-")),
     Cluster("nvitop", ClusterSpec(nodes=2, gpus_per_node=2, seed=18, mig_nodes=1,
                                   node_prefix="nv-")),
 )
@@ -58,8 +66,8 @@ CLUSTERS: tuple[Cluster, ...] = (
 # The API's dialect name for each simulated exporter.
 API_DIALECT = {
     "legacy-node": "legacy", "legacy-hostname": "legacy", "gpu-metrics": "gpu-metrics",
-    "dcgm": "dcgm", "dcgm-hostname": "dcgm", "dcgm-old": "dcgm-old",
-    "nvidia-smi": "nvidia-smi", "nvitop": "nvitop",
+    "dcgm": "dcgm", "dcgm-hostname": "dcgm", "dcgm-no-gpu-util": "dcgm", "dcgm-old": "dcgm-old",
+    "nvidia-smi": "nvidia-smi", "nvidia-smi-1.2": "nvidia-smi", "nvitop": "nvitop",
 }
 
 
@@ -78,7 +86,7 @@ def targets_for(cluster: Cluster, exporter: ExporterServer) -> list[ScrapeTarget
     targets = []
     for node in node_names(cluster.spec):
         node_labels = {**labels, "instance": instance_of(cluster, node)}
-        if cluster.exporter_dialect == "nvidia-smi":
+        if cluster.exporter_dialect.startswith("nvidia-smi"):
             # A common relabeling adds the node name; dcgm-old is left with instance only.
             node_labels["kubernetes_node"] = node
         targets.append(ScrapeTarget(exporter.address, metrics_path=f"/metrics/{node}",

@@ -19,7 +19,7 @@ dialects:
     labels: {node: [host], index: [gpu], name: [model]}
     gpu_fields:
       utilization: [{metric: acme_gpu_busy_ratio, unit: ratio}]
-      memory_used: [{metric: acme_gpu_mem_used_mib, unit: MiB, aggregate: sum}]
+      memory_used: [{metric: acme_gpu_mem_used_mib, unit: MiB, per_pod: true}]
       temperature: [{metric: acme_gpu_temp, scale: 1}]
     process_fields:
       gpu_memory: [{metric: acme_proc_mem_bytes}]
@@ -38,7 +38,7 @@ def test_mapping_file_becomes_a_dialect_with_unit_scales(tmp_path: Path) -> None
     (util,) = dialect.gpu_fields["utilization"]
     assert util.metric == "acme_gpu_busy_ratio" and util.scale == 100.0
     (used,) = dialect.gpu_fields["memory_used"]
-    assert used.scale == MIB and used.aggregate == "sum"
+    assert used.scale == MIB and used.per_pod
     assert dialect.process_fields["gpu_memory"][0].scale == 1.0
 
 

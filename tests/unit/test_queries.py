@@ -51,10 +51,10 @@ DCGM_LIKE = Dialect(
     ),
     gpu_fields={
         "utilization": (
-            Source("DCGM_FI_DEV_GPU_UTIL", aggregate="sum", skip_on_mig=True),
+            Source("DCGM_FI_DEV_GPU_UTIL", per_pod=True, skip_on_mig=True),
             Source("DCGM_FI_PROF_GR_ENGINE_ACTIVE", scale=100),
         ),
-        "memory_used": (Source("DCGM_FI_DEV_FB_USED", scale=MIB, aggregate="sum"),),
+        "memory_used": (Source("DCGM_FI_DEV_FB_USED", scale=MIB, per_pod=True),),
     },
 )
 DCGM_BY = "(Hostname, hostname, gpu, UUID, GPU_I_ID, GPU_I_PROFILE, modelName)"
@@ -128,14 +128,17 @@ def test_gpu_metrics_gpu_queries_read_each_alternative_metric_under_its_position
 
     assert gpu_queries(GPU_METRICS, GpuFilters(node=("n1",))) == {
         ("field", "utilization", "0"): f'{by} (gpu_metrics_gpu_utilization{{hostname="n1"}})',
+        # A renamed metric is read only for the GPUs the first name says nothing about.
         ("field", "utilization", "1"):
-            f'{by} (gpu_metrics_utilization_percent{{hostname="n1"}})',
+            f'({by} (gpu_metrics_utilization_percent{{hostname="n1"}})) '
+            'unless on (hostname, gpu_id, gpu_name) (gpu_metrics_gpu_utilization{hostname="n1"})',
         ("field", "memory_used", "0"): f'{by} (gpu_metrics_used_memory{{hostname="n1"}})',
         ("field", "memory_total", "0"): f'{by} (gpu_metrics_total_memory{{hostname="n1"}})',
         ("field", "memory_free", "0"): f'{by} (gpu_metrics_free_memory{{hostname="n1"}})',
         ("field", "temperature", "0"): f'{by} (gpu_metrics_temperature{{hostname="n1"}})',
         ("field", "temperature", "1"):
-            f'{by} (gpu_metrics_temperature_celsius{{hostname="n1"}})',
+            f'({by} (gpu_metrics_temperature_celsius{{hostname="n1"}})) '
+            'unless on (hostname, gpu_id, gpu_name) (gpu_metrics_temperature{hostname="n1"})',
     }
 
 
@@ -212,19 +215,48 @@ def test_process_queries_do_not_list_the_gpus_for_a_node_filter_alone() -> None:
 # -- a dialect with MIG, pods and spellings (dcgm-exporter's shape) -------------------------
 
 
-def test_a_skip_on_mig_source_requires_every_mig_label_to_be_empty() -> None:
+DEVICE_UTIL = (
+    # The device's own value: no workload pod, or the scrape target's own pod.
+    '(DCGM_FI_DEV_GPU_UTIL{exported_pod="", pod="", GPU_I_ID=""} '
+    'or (DCGM_FI_DEV_GPU_UTIL{exported_pod="", pod!="", GPU_I_ID=""} '
+    'and on (instance, pod) up{pod!=""}))'
+)
+POD_UTIL = (
+    '(DCGM_FI_DEV_GPU_UTIL{exported_pod!="", GPU_I_ID=""} '
+    'or (DCGM_FI_DEV_GPU_UTIL{pod!="", exported_pod="", GPU_I_ID=""} '
+    'unless on (instance, pod) up{pod!=""}))'
+)
+DCGM_POD_BY = ("(Hostname, hostname, gpu, UUID, GPU_I_ID, GPU_I_PROFILE, modelName, "
+               "exported_pod, pod, exported_namespace, namespace, exported_container, container)")
+
+
+def test_a_per_pod_source_reads_the_device_series_and_each_pods_series() -> None:
     queries = gpu_queries(DCGM_LIKE, GpuFilters())
 
     assert queries[("field", "utilization", "0")] == (
-        f'sum by {DCGM_BY} (DCGM_FI_DEV_GPU_UTIL{{GPU_I_ID=""}})'
+        f"max by {DCGM_BY} {DEVICE_UTIL} or max by {DCGM_POD_BY} {POD_UTIL}"
     )
+
+
+def test_a_fallback_source_asks_only_where_the_first_has_no_series() -> None:
+    queries = gpu_queries(DCGM_LIKE, GpuFilters())
+
+    # GPU_UTIL skips MIG instances, so they (and GPUs without GPU_UTIL) get engine activity.
     assert queries[("field", "utilization", "1")] == (
-        f"max by {DCGM_BY} (DCGM_FI_PROF_GR_ENGINE_ACTIVE)"
+        f"(max by {DCGM_BY} (DCGM_FI_PROF_GR_ENGINE_ACTIVE)) "
+        f'unless on {DCGM_BY} (DCGM_FI_DEV_GPU_UTIL{{GPU_I_ID=""}})'
     )
+
+
+def test_there_is_no_separate_pods_query_when_the_pod_source_carries_the_pods() -> None:
+    queries = gpu_queries(DCGM_LIKE, GpuFilters())
+
+    assert ("pods",) not in queries
+    assert queries[("field", "memory_used", "0")].count(f"max by {DCGM_POD_BY}") == 1
 
 
 def test_pods_query_reads_exported_pods_and_plain_pods_that_are_not_the_exporters_own() -> None:
-    assert gpu_queries(DCGM_LIKE, GpuFilters())[("pods",)] == (
+    assert pods_query(DCGM_LIKE, GpuFilters()) == (
         "group by (Hostname, hostname, gpu, UUID, GPU_I_ID, GPU_I_PROFILE, modelName, "
         "exported_pod, pod, exported_namespace, namespace, exported_container, container) "
         '(DCGM_FI_DEV_FB_USED{exported_pod!=""} '
@@ -253,26 +285,35 @@ def test_pods_query_is_left_out_when_the_filters_name_a_label_the_dialect_lacks(
     )
 
     assert pods_query(no_namespace, GpuFilters(namespace=("ml",))) is None
-    assert ("pods",) not in gpu_queries(no_namespace, GpuFilters(namespace=("ml",)))
-    assert ("pods",) in gpu_queries(no_namespace, GpuFilters())
+    # The GPU-level value is still asked for; only the pods' half is left out.
+    assert gpu_queries(no_namespace, GpuFilters(namespace=("ml",))) == {
+        ("field", "memory_used", "0"): 'max by (node, gpu) (gpu_mem_bytes{pod=""} '
+        'or (gpu_mem_bytes{pod!=""} and on (instance, pod) up{pod!=""}))'}
+    assert "group" not in gpu_queries(no_namespace, GpuFilters())[("field", "memory_used", "0")]
 
 
-def test_pod_filters_narrow_only_the_pods_query() -> None:
+def test_pod_filters_narrow_only_the_pods_half_of_the_per_pod_queries() -> None:
     filters = GpuFilters(namespace=("ml",))
 
     queries = gpu_queries(DCGM_LIKE, filters)
 
-    assert 'namespace="ml"' in queries[("pods",)]
-    others = [promql for key, promql in queries.items() if key != ("pods",)]
+    per_pod = [queries[("field", "utilization", "0")], queries[("field", "memory_used", "0")]]
+    for promql in per_pod:
+        device, pods = promql.split(f" or max by {DCGM_POD_BY} ")
+        assert "ml" not in device  # the GPU's own value is never narrowed by its pods
+        assert 'exported_namespace="ml"' in pods and 'namespace="ml"' in pods
+    others = [promql for promql in queries.values() if promql not in per_pod]
     assert others and not any("ml" in promql for promql in others)
 
 
 def test_uuid_filter_is_pushed_down_as_the_exporter_spells_it() -> None:
     queries = gpu_queries(DCGM_LIKE, GpuFilters(uuid=("GPU-ABCD-12",)))
 
-    assert queries[("field", "memory_used", "0")] == (
-        f'sum by {DCGM_BY} (DCGM_FI_DEV_FB_USED{{UUID="GPU-ABCD-12"}})'
+    assert queries[("field", "utilization", "1")].startswith(
+        f'(max by {DCGM_BY} (DCGM_FI_PROF_GR_ENGINE_ACTIVE{{UUID="GPU-ABCD-12"}}))'
     )
+    assert 'DCGM_FI_DEV_FB_USED{exported_pod="", pod="", UUID="GPU-ABCD-12"}' in (
+        queries[("field", "memory_used", "0")])
 
 
 # -- info metrics and bare UUIDs (nvidia_gpu_exporter's shape) ------------------------------
@@ -340,25 +381,16 @@ def test_pods_query_drops_the_exporters_own_pod_when_only_a_plain_pod_label_exis
 # -- the other built-in dialects, on what sets each apart -----------------------------------
 
 
-def test_dcgm_reads_whole_gpu_utilization_only_outside_mig_and_sums_split_values() -> None:
+def test_dcgm_reads_whole_gpu_utilization_outside_mig_and_never_sums_pods() -> None:
     queries = gpu_queries(DCGM, GpuFilters(node=("n1",)))
 
-    assert queries[("field", "utilization", "0")] == (
-        f"sum by {DCGM_BY} "
-        '((DCGM_FI_DEV_GPU_UTIL{Hostname="n1", GPU_I_ID=""} '
-        'or DCGM_FI_DEV_GPU_UTIL{hostname="n1", GPU_I_ID=""}))'
-    )
-    assert queries[("field", "memory_used", "0")].startswith(f"sum by {DCGM_BY} ")
+    utilization = queries[("field", "utilization", "0")]
+    assert utilization.startswith(
+        f"max by {DCGM_BY} "
+        '((DCGM_FI_DEV_GPU_UTIL{exported_pod="", pod="", Hostname="n1", GPU_I_ID=""} '
+        'or DCGM_FI_DEV_GPU_UTIL{exported_pod="", pod="", hostname="n1", GPU_I_ID=""})')
+    assert not any(promql.startswith("sum") or " sum " in promql for promql in queries.values())
     assert queries[("field", "temperature", "0")].startswith(f"max by {DCGM_BY} ")
-
-
-def test_dcgm_pods_query_reads_exported_and_plain_workload_labels() -> None:
-    assert gpu_queries(DCGM, GpuFilters())[("pods",)] == (
-        "group by (Hostname, hostname, gpu, UUID, GPU_I_ID, GPU_I_PROFILE, modelName, "
-        "exported_pod, pod, exported_namespace, namespace, exported_container, container) "
-        '(DCGM_FI_DEV_FB_USED{exported_pod!=""} '
-        'or (DCGM_FI_DEV_FB_USED{pod!="", exported_pod=""} unless on (instance, pod) up{pod!=""}))'
-    )
 
 
 def test_nvidia_smi_matches_bare_uuids_and_keeps_the_model_name_to_its_info_metric() -> None:
