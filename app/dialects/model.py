@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+
 from app.prometheus.promql import check_label_name, check_metric_name
 
 # The fields the API serves, in canonical units (bytes, percent 0-100, degrees C, watts).
@@ -116,6 +117,9 @@ class Dialect:
     info_only_attributes: tuple[str, ...] = ()
     # UUIDs in this exporter lack NVIDIA's "GPU-" prefix (nvidia_gpu_exporter).
     uuid_without_prefix: bool = False
+    # Set by detection when the node label holds the exporter's own pod name and only this
+    # metric (kube-state-metrics' kube_pod_info{pod, node}) says which node that pod is on.
+    node_map_metric: str | None = None
 
     def __post_init__(self) -> None:
         for fields, allowed in ((self.gpu_fields, GPU_FIELDS),

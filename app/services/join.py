@@ -278,6 +278,8 @@ class GpuJoin:
         self.planned = set(planned)
         self._applied: dict[str, int] = dict.fromkeys(dialect.gpu_fields, 0)
         self._waiting: dict[QueryKey, QueryResult] = {}
+        # Where the node label names the exporter's pod: that pod's node (kube_pod_info).
+        self.node_of_pod: dict[str, str] = {}
 
     def add(self, key: QueryKey, result: QueryResult) -> None:
         """Take one query's answer."""
@@ -291,6 +293,10 @@ class GpuJoin:
         elif kind == "field":
             self._waiting[key] = result
             self._apply_ready(key[1])
+        elif kind == "node_map":
+            self.node_of_pod = {
+                series["metric"].get("pod", ""): series["metric"].get("node", "")
+                for series in result.series}
 
     def _apply_ready(self, field: str) -> None:
         sources = self.dialect.gpu_fields[field]
@@ -403,6 +409,7 @@ class GpuJoin:
                 if result is not None:
                     self._apply(field, sources[position], result.series)
         for gpu_key, row in self.table.rows.items():
+            row.node_name = self.node_of_pod.get(row.node_name) or row.node_name
             _derive_memory(row, self.reserved.get(gpu_key))
             book = self.pods.get(gpu_key)
             if book:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from app.dialects.model import Dialect, Source
-from app.prometheus.promql import aggregate, filtered_selector
+from app.prometheus.promql import aggregate, filtered_selector, quote
 from app.services.records import GpuFilters
 
 # A key names what a query is for: ("field", name, position of the source), ("info", metric),
@@ -21,8 +21,10 @@ def identity_filters(dialect: Dialect, filters: GpuFilters, *, on_info: bool) ->
     are matched on that metric alone; the service filters the joined rows again anyway.
     """
     labels = dialect.labels
+    # A node label that holds pod names (see node_map_metric) cannot be matched by node.
+    node = () if dialect.node_map_metric else labels.node
     wanted: list[tuple[str, tuple[str, ...], tuple[str, ...]]] = [
-        ("node", labels.node, filters.node),
+        ("node", node, filters.node),
         ("name", labels.name, filters.gpu_name),
         ("uuid", labels.uuid, tuple(exporter_uuid(dialect, u) for u in filters.uuid)),
     ]
@@ -157,7 +159,20 @@ def gpu_queries(dialect: Dialect, filters: GpuFilters) -> dict[QueryKey, str]:
         queries[("index", metric)] = aggregate(
             "max", identity, filtered_selector(metric, info_filters)
         )
+    if dialect.node_map_metric:
+        queries[("node_map",)] = node_map_query(dialect)
     return queries
+
+
+def node_map_query(dialect: Dialect) -> str:
+    """The node of each pod named by the dialect's node label (the exporter's own pods)."""
+    assert dialect.node_map_metric is not None
+    named = " or ".join(
+        f'label_replace({aggregate("group", (label,), dialect.pod_metric())}, '
+        f'"pod", "$1", {quote(label)}, "(.+)")'
+        for label in dialect.labels.node
+    )
+    return aggregate("group", ("pod", "node"), f"{dialect.node_map_metric} and on (pod) ({named})")
 
 
 def pods_query(dialect: Dialect, filters: GpuFilters) -> str | None:

@@ -14,7 +14,8 @@ from demo.dialects import smi_uuid
 from tests.integration.world import Cluster, instance_of
 
 Row = dict[str, Any]
-ROW_PER_MIG_INSTANCE = ("dcgm", "dcgm-hostname", "dcgm-no-gpu-util", "nvitop")
+ROW_PER_MIG_INSTANCE = ("dcgm", "dcgm-hostname", "dcgm-no-gpu-util", "dcgm-pod-hostname",
+                        "nvitop")
 # How each dcgm variant writes a pod's series (see demo/dialects.py SHARING_SHAPES):
 # "copy" repeats the device's values, "per-process" also writes each pod's own share.
 POD_SHARES = {"dcgm-hostname"}
@@ -56,10 +57,14 @@ def _percent(value: float) -> float:
     return round(value, 3)
 
 
-def expected_gpus(cluster: Cluster) -> list[Row]:
-    """Every GPU row the API must return for this cluster, in canonical units."""
+def expected_gpus(cluster: Cluster, *, unshared_only: bool = False) -> list[Row]:
+    """Every GPU row the API must return for this cluster, in canonical units.
+
+    Time-shared GPUs have hand-written expectations (test_time_sharing.py): with
+    `unshared_only`, they are left out here.
+    """
     kind = cluster.exporter_dialect
-    truth = cluster.truth()
+    truth = [gpu for gpu in cluster.truth() if not (unshared_only and len(gpu.pods) > 1)]
     rows: list[Row] = []
     if kind in ROW_PER_MIG_INSTANCE:
         ordinals: dict[tuple[str, int], int] = {}

@@ -35,7 +35,16 @@ def test_each_gpu_is_listed_once_with_its_pods(
         both: PrometheusServer, api_server: Callable[..., ApiServer]) -> None:
     api = api_server(PROMETHEUS_URL=both.url)
     gpus = api.get("/api/v1/gpu/metrics").json()["data"]
-    assert_rows_match(gpus, sort_gpus(expected_gpus(DCGM)))
+    shared = {gpu.uuid: gpu for gpu in DCGM.truth() if len(gpu.pods) > 1}
+    assert len(shared) == 1
+    assert_rows_match([g for g in gpus if g["uuid"] not in shared],
+                      sort_gpus(expected_gpus(DCGM, unshared_only=True)))
+    # The shared GPU: listed once (not once per exporter, nor per pod), with its pods.
+    (row,) = [g for g in gpus if g["uuid"] in shared]
+    truth = shared[row["uuid"]]
+    assert row["utilization"] == truth.utilization  # the device's, not a sum over pods
+    assert sorted(p["pod"] for p in row["pods"]) == sorted(p.pod for p in truth.pods)
+    assert all(p["utilization"] is None for p in row["pods"])  # copies, not shares
 
 
 def test_processes_take_the_pod_of_their_gpu_from_dcgm(

@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 
 from demo.cluster import ClusterSpec, SimGpu, node_names, snapshot
-from demo.dialects import NODELESS_DIALECTS
+from demo.dialects import PER_NODE_DIALECTS, exporter_pod
 from demo.exporter import ExporterServer
 from demo.prometheus import PrometheusServer, ScrapeTarget
 
@@ -29,6 +29,10 @@ class Cluster:
     spec: ClusterSpec
     honor_labels: bool = True
     target_labels: tuple[tuple[str, str], ...] = ()
+    # Per-node targets: add the node as `kubernetes_node`, as a common relabeling does.
+    node_relabel: bool = True
+    # Also run kube-state-metrics' kube_pod_info for this cluster's pods.
+    kube_state_metrics: bool = False
 
     def truth(self) -> list[SimGpu]:
         """What the exporter publishes (the clusters are frozen at step 0)."""
@@ -54,6 +58,13 @@ CLUSTERS: tuple[Cluster, ...] = (
     Cluster("dcgm-no-gpu-util", ClusterSpec(nodes=1, gpus_per_node=3, seed=19,
                                             node_prefix="dg-"),
             honor_labels=False, target_labels=tuple(DCGM_TARGET_LABELS.items())),
+    # No NODE_NAME given: Hostname is each node's exporter pod. One cluster relabels the
+    # node in, the other has only kube-state-metrics to say where each pod runs.
+    Cluster("dcgm-pod-hostname", ClusterSpec(nodes=2, gpus_per_node=2, seed=22,
+                                             node_prefix="pr-")),
+    Cluster("dcgm-pod-hostname", ClusterSpec(nodes=2, gpus_per_node=2, seed=23,
+                                             node_prefix="pk-"),
+            honor_labels=False, node_relabel=False, kube_state_metrics=True),
     Cluster("dcgm-old", ClusterSpec(nodes=2, gpus_per_node=2, seed=16, node_prefix="do-")),
     Cluster("nvidia-smi", ClusterSpec(nodes=2, gpus_per_node=3, seed=17, mig_nodes=1,
                                       node_prefix="ns-")),
@@ -66,7 +77,8 @@ CLUSTERS: tuple[Cluster, ...] = (
 # The API's dialect name for each simulated exporter.
 API_DIALECT = {
     "legacy-node": "legacy", "legacy-hostname": "legacy", "gpu-metrics": "gpu-metrics",
-    "dcgm": "dcgm", "dcgm-hostname": "dcgm", "dcgm-no-gpu-util": "dcgm", "dcgm-old": "dcgm-old",
+    "dcgm": "dcgm", "dcgm-hostname": "dcgm", "dcgm-pod-hostname": "dcgm",
+    "dcgm-no-gpu-util": "dcgm", "dcgm-old": "dcgm-old",
     "nvidia-smi": "nvidia-smi", "nvidia-smi-1.2": "nvidia-smi", "nvitop": "nvitop",
 }
 
@@ -80,13 +92,16 @@ def instance_of(cluster: Cluster, node: str) -> str:
 def targets_for(cluster: Cluster, exporter: ExporterServer) -> list[ScrapeTarget]:
     """Scrape targets: one per node for exporters without a node label, else one."""
     labels = dict(cluster.target_labels)
-    if cluster.exporter_dialect not in NODELESS_DIALECTS:
+    if cluster.exporter_dialect not in PER_NODE_DIALECTS:
         return [ScrapeTarget(exporter.address, labels=labels,
                              honor_labels=cluster.honor_labels)]
     targets = []
     for node in node_names(cluster.spec):
         node_labels = {**labels, "instance": instance_of(cluster, node)}
-        if cluster.exporter_dialect.startswith("nvidia-smi"):
+        if cluster.exporter_dialect == "dcgm-pod-hostname":
+            # Each node's exporter pod is a target of its own, as a DaemonSet's are.
+            node_labels.update(pod=exporter_pod(node), namespace="gpu-operator")
+        if cluster.node_relabel and cluster.exporter_dialect != "dcgm-old":
             # A common relabeling adds the node name; dcgm-old is left with instance only.
             node_labels["kubernetes_node"] = node
         targets.append(ScrapeTarget(exporter.address, metrics_path=f"/metrics/{node}",
@@ -103,6 +118,9 @@ def running_world(clusters: tuple[Cluster, ...] = CLUSTERS) -> Iterator[Promethe
             exporter = stack.enter_context(ExporterServer(cluster.spec,
                                                           cluster.exporter_dialect))
             targets.extend(targets_for(cluster, exporter))
+            if cluster.kube_state_metrics:
+                ksm = stack.enter_context(ExporterServer(cluster.spec, "kube-state-metrics"))
+                targets.append(ScrapeTarget(ksm.address))
         prometheus = stack.enter_context(PrometheusServer(targets, scrape_interval="1s"))
         prometheus.wait_for(
             "up == 1", predicate=lambda result: len(result) == len(targets), timeout=60)
