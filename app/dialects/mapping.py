@@ -11,6 +11,11 @@ Example (YAML):
           memory_used: [{metric: my_gpu_mem_used_mib, unit: MiB}]
           memory_total: [{metric: my_gpu_mem_total_mib, unit: MiB}]
           temperature: [{metric: my_gpu_temp_celsius}]
+
+A source may say `per_pod: true` when the exporter writes that metric once per pod with each
+pod's own share beside a pod-less device series (the GPU's value is the pod-less series,
+else the max over the copies; never a sum). A field's later sources are read only where
+the earlier ones have no series. `index_metrics` names gauges whose value is the GPU index.
 """
 
 from __future__ import annotations
