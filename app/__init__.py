@@ -56,7 +56,8 @@ def create_app(overrides: Mapping[str, str] | None = None) -> Flask:
                            else list(config.cors_origins)}},
         methods=["GET", "HEAD", "OPTIONS"],
         allow_headers=["Content-Type", "Authorization", "If-None-Match"],
-        expose_headers=["ETag"],
+        # Age and Cache-Status say how old (or stale-if-error) an answer is; ETag validates it.
+        expose_headers=["ETag", "Age", "Cache-Status"],
         max_age=86400,
         send_wildcard=True,
     )

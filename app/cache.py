@@ -1,9 +1,21 @@
-"""A short-lived cache of serialized responses: single flight, stale-while-revalidate.
+"""A short-lived cache of serialized responses: single flight, honest about staleness.
 
 Many dashboards poll the same lists every few seconds. Each distinct question (endpoint and
-normalized filters) is answered from Prometheus at most once per freshness interval per
-worker process; concurrent misses share one fan-out, and once an answer exists, callers get
-it at once while a background thread refreshes it.
+normalized filters) is answered from Prometheus at most once per freshness interval (`ttl`)
+per worker process, and concurrent misses share one fan-out. What an older answer may do:
+
+- younger than `ttl`: served as is;
+- older, while its background refresh is in flight: served as is for up to `stale_for`
+  seconds past `ttl` (stale-while-revalidate), so pollers never wait on a slow fan-out;
+- past that, with the refresh still in flight (Prometheus hangs): `RefreshOverdueError`,
+  a 504, at once, rather than waiting up to the client's read timeout for the refresh;
+- once a refresh has failed: the next request asks again synchronously (one flight for
+  every caller), so it gets the failure exactly as an uncached request would, or fresh
+  data if Prometheus is back.
+
+A caller may allow stale-if-error (RFC 5861): after a failure, an answer younger than
+`stale_if_error` seconds is served marked with the failure (`Served.stale_because`) while
+a background refresh keeps trying. Only Prometheus failures qualify; a bug stays a 500.
 """
 
 from __future__ import annotations
@@ -15,11 +27,17 @@ import threading
 import time
 from collections.abc import Callable, Hashable
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from cachetools import LRUCache
 
+from app.prometheus.errors import PrometheusError, PrometheusTimeoutError
+
 logger = logging.getLogger(__name__)
+
+Clock = Callable[[], float]
+# Runs a refresh later, off the request thread.
+Spawn = Callable[[Callable[[], None]], object]
 
 
 @dataclass(frozen=True)
@@ -28,16 +46,39 @@ class CachedBody:
 
     body: bytes
     etag: str
-    produced_at: float  # time.monotonic()
-
-    def age(self) -> float:
-        """Seconds since the data was fetched."""
-        return time.monotonic() - self.produced_at
+    produced_at: float  # on the cache's clock (time.monotonic() unless injected)
 
 
-def make_entry(body: bytes) -> CachedBody:
+def make_entry(body: bytes, produced_at: float | None = None) -> CachedBody:
     """Wrap a body with a content hash as its ETag."""
-    return CachedBody(body, hashlib.blake2b(body, digest_size=12).hexdigest(), time.monotonic())
+    when = time.monotonic() if produced_at is None else produced_at
+    return CachedBody(body, hashlib.blake2b(body, digest_size=12).hexdigest(), when)
+
+
+@dataclass(frozen=True)
+class Served:
+    """What the cache hands a view: the body, its age now, and why it is stale, if so."""
+
+    entry: CachedBody
+    age: float
+    stale_because: str | None = None  # set only when served under stale-if-error
+
+    @property
+    def body(self) -> bytes:
+        return self.entry.body
+
+    @property
+    def etag(self) -> str:
+        return self.entry.etag
+
+
+class RefreshOverdueError(PrometheusTimeoutError):
+    """The stored answer is too old to serve and its refresh has not come back yet."""
+
+    def __init__(self, upstream: str, waited: float) -> None:
+        super().__init__(f"{upstream} has not answered for {waited:.1f}s "
+                         "(a refresh of this answer is still waiting)")
+        self.waited = waited
 
 
 class ByteBoundedLRU:
@@ -64,62 +105,125 @@ class ByteBoundedLRU:
             return int(self._data.currsize)
 
 
+@dataclass(frozen=True)
+class _Slot:
+    """The last good answer of a key and, if a refresh failed since, that failure."""
+
+    entry: CachedBody
+    failure: BaseException | None = None
+
+
+@dataclass(frozen=True)
+class _Flight:
+    """One production of a key under way; everyone asking meanwhile shares its outcome."""
+
+    future: Future[CachedBody]
+    started_at: float
+    background: bool  # a refresh while the old answer is served, not a caller waiting
+
+
 class ResponseCache:
     """Answer repeated questions from memory, asking Prometheus once per `ttl` seconds."""
 
-    def __init__(self, ttl: float, stale_for: float, max_bytes: int) -> None:
+    def __init__(self, ttl: float, stale_for: float, max_bytes: int, *,
+                 clock: Clock = time.monotonic, spawn: Spawn | None = None) -> None:
         self.ttl = ttl
         self.stale_for = stale_for
-        self._entries = ByteBoundedLRU(max_bytes, lambda entry: len(entry.body))  # type: ignore[attr-defined]
+        self._clock = clock
+        self._spawn = spawn
+        self._entries = ByteBoundedLRU(max_bytes, lambda slot: len(slot.entry.body))  # type: ignore[attr-defined]
         self._lock = threading.Lock()
-        self._inflight: dict[Hashable, Future[CachedBody]] = {}
+        self._inflight: dict[Hashable, _Flight] = {}
         self._refresher: ThreadPoolExecutor | None = None
         self._refresher_pid = 0
+        # Callers that shared a production under way instead of starting one (RFC 9211
+        # calls them collapsed): how well single flight works, for tests and debugging.
+        self.collapsed = 0
 
     @property
     def enabled(self) -> bool:
         """A ttl of 0 turns caching off (every request asks Prometheus)."""
         return self.ttl > 0
 
-    def get(self, key: Hashable, produce: Callable[[], bytes]) -> CachedBody:
-        """Return a body for `key`: fresh, stale while refreshing, or produced now (once)."""
+    def get(self, key: Hashable, produce: Callable[[], bytes], *,
+            stale_if_error: float = 0.0, upstream: str = "Prometheus") -> Served:
+        """Return a body for `key`: fresh, stale while refreshing, or produced now (once).
+
+        Raises what `produce` raised when the answer cannot be had, or RefreshOverdueError
+        (naming `upstream`) when the refresh of a too old answer has not come back.
+        """
         if not self.enabled:
-            return make_entry(produce())
-        entry = self._entries.get(key)
-        if isinstance(entry, CachedBody):
-            age = entry.age()
-            if age < self.ttl:
-                return entry
+            return Served(make_entry(produce(), self._clock()), 0.0)
+        slot = self._entries.get(key)
+        if not isinstance(slot, _Slot):
+            return self._produce_now(key, produce)
+        now = self._clock()
+        age = now - slot.entry.produced_at
+        if age < self.ttl:
+            return Served(slot.entry, age)
+        problem = slot.failure
+        if problem is None:
             if age < self.ttl + self.stale_for:
-                future, owner = self._claim(key)
-                if owner:
-                    self._background().submit(self._refresh, key, produce, future)
-                return entry
-        future, owner = self._claim(key)
-        if owner:
-            self._fill(key, produce, future)
-        return future.result()
-
-    def _claim(self, key: Hashable) -> tuple[Future[CachedBody], bool]:
-        """Return the production of `key` under way, or start one: (future, ours)."""
-        with self._lock:
-            future = self._inflight.get(key)
-            if future is not None:
-                return future, False
-            future = Future()
-            self._inflight[key] = future
-            return future, True
-
-    def _fill(self, key: Hashable, produce: Callable[[], bytes],
-              future: Future[CachedBody]) -> None:
-        """Produce the body we claimed, store it, and hand it to everyone waiting."""
+                self._refresh_in_background(key, produce)
+                return Served(slot.entry, age)
+            flight = self._flight(key)
+            if flight is not None and flight.background:
+                problem = RefreshOverdueError(upstream, now - flight.started_at)
+        if isinstance(problem, PrometheusError) and age < stale_if_error:
+            self._refresh_in_background(key, produce)  # keep trying; nobody waits on it
+            return Served(slot.entry, age, str(problem))
+        if isinstance(problem, RefreshOverdueError):
+            raise problem  # do not pile a second fan-out onto a Prometheus that hangs
+        # The refresh failed (or the answer is simply too old): ask again, once for all.
         try:
-            entry = make_entry(produce())
+            return self._produce_now(key, produce)
+        except PrometheusError as exc:
+            age = self._clock() - slot.entry.produced_at
+            if age < stale_if_error:
+                return Served(slot.entry, age, str(exc))
+            raise
+
+    def _flight(self, key: Hashable) -> _Flight | None:
+        with self._lock:
+            return self._inflight.get(key)
+
+    def _claim(self, key: Hashable, background: bool) -> tuple[_Flight, bool]:
+        """Return the production of `key` under way, or start one: (flight, ours)."""
+        with self._lock:
+            flight = self._inflight.get(key)
+            if flight is not None:
+                self.collapsed += 1
+                return flight, False
+            flight = _Flight(Future(), self._clock(), background)
+            self._inflight[key] = flight
+            return flight, True
+
+    def _produce_now(self, key: Hashable, produce: Callable[[], bytes]) -> Served:
+        """Produce `key` on this thread, or wait for the production already under way."""
+        flight, owner = self._claim(key, background=False)
+        if owner:
+            self._fill(key, produce, flight)
+        entry = flight.future.result()
+        return Served(entry, max(0.0, self._clock() - entry.produced_at))
+
+    def _refresh_in_background(self, key: Hashable, produce: Callable[[], bytes]) -> None:
+        flight, owner = self._claim(key, background=True)
+        if owner:
+            spawn = self._spawn or self._background().submit
+            spawn(lambda: self._refresh(key, produce, flight))
+
+    def _fill(self, key: Hashable, produce: Callable[[], bytes], flight: _Flight) -> None:
+        """Produce the body we claimed, store it (or the failure), and tell every waiter."""
+        try:
+            entry = make_entry(produce(), self._clock())
         except BaseException as exc:
-            future.set_exception(exc)
+            slot = self._entries.get(key)
+            if isinstance(slot, _Slot):  # a failed miss leaves nothing behind to mark
+                self._entries.set(key, replace(slot, failure=exc))
+            flight.future.set_exception(exc)
         else:
-            self._entries.set(key, entry)
-            future.set_result(entry)
+            self._entries.set(key, _Slot(entry))
+            flight.future.set_result(entry)
         finally:
             with self._lock:
                 self._inflight.pop(key, None)
@@ -132,9 +236,9 @@ class ResponseCache:
                 self._refresher_pid = os.getpid()
             return self._refresher
 
-    def _refresh(self, key: Hashable, produce: Callable[[], bytes],
-                 future: Future[CachedBody]) -> None:
-        self._fill(key, produce, future)
-        if future.exception() is not None:
-            # The stale answer stays until it expires; the next poll will try again.
-            logger.warning("background refresh of %s failed: %s", key, future.exception())
+    def _refresh(self, key: Hashable, produce: Callable[[], bytes], flight: _Flight) -> None:
+        self._fill(key, produce, flight)
+        failure = flight.future.exception()
+        if failure is not None:
+            # Logged here, once: no request sees this exception (the next one asks again).
+            logger.warning("background refresh of %s failed: %s", key, failure)

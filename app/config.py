@@ -64,10 +64,15 @@ class Config:
     # A label that names the node where the exporter has none (e.g. kubernetes_node).
     node_label: str | None = None
     # Seconds a GPU or process list is served from memory before Prometheus is asked again
-    # (0 turns the cache off); then served stale for up to cache_stale seconds while a
-    # background refresh runs.
+    # (0 turns the cache off); then served stale for up to cache_stale seconds more while
+    # a background refresh runs. A refresh that fails ends that at once; one that hangs
+    # ends it after cache_ttl + cache_stale (10 s), which keeps a hanging Prometheus
+    # visible within 15 s although one query may wait prometheus_timeout (10 s).
     cache_ttl: float = 5.0
-    cache_stale: float = 30.0
+    cache_stale: float = 5.0
+    # After a failed refresh, serve answers younger than this anyway, marked stale in the
+    # message and a Cache-Status header (0: never; the failure is answered instead).
+    cache_stale_if_error: float = 0.0
     cache_max_mb: int = 64
     # How often auto-detection looks again at which exporters exist.
     dialect_refresh: float = 300.0
@@ -242,6 +247,8 @@ def load_config(environ: Mapping[str, str]) -> Config:
         cache_ttl=_read(environ, "CACHE_TTL", _parse_non_negative, defaults.cache_ttl),
         cache_stale=_read(environ, "CACHE_STALE_SECONDS", _parse_non_negative,
                           defaults.cache_stale),
+        cache_stale_if_error=_read(environ, "CACHE_STALE_IF_ERROR_SECONDS",
+                                   _parse_non_negative, defaults.cache_stale_if_error),
         cache_max_mb=_read(environ, "CACHE_MAX_MB", lambda t: _parse_int(t, 1, 65536),
                            defaults.cache_max_mb),
         dialect_refresh=_read(environ, "DIALECT_REFRESH_SECONDS", _parse_seconds,

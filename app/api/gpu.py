@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Hashable
+
 from flask import Blueprint, Response, request
 
 from app.api.envelope import cached_ok, envelope_bytes
@@ -30,7 +32,7 @@ def gpu_metrics() -> Response:
         gpus = list_gpus(prom, state.dialects.current(prom).dialects, filters)
         return envelope_bytes(_gpus(gpus), "GPU metrics retrieved successfully")
 
-    return cached_ok(state.cache.get(("metrics", filters), produce), state.cache.ttl)
+    return _cached(("metrics", filters), produce)
 
 
 @bp.get("/processes")
@@ -44,4 +46,12 @@ def gpu_processes() -> Response:
         processes = list_processes(prom, state.dialects.current(prom).dialects, filters)
         return envelope_bytes(_processes(processes), "GPU processes retrieved successfully")
 
-    return cached_ok(state.cache.get(("processes", filters), produce), state.cache.ttl)
+    return _cached(("processes", filters), produce)
+
+
+def _cached(key: Hashable, produce: Callable[[], bytes]) -> Response:
+    """Answer from the response cache, stale-if-error as configured."""
+    state = get_state()
+    served = state.cache.get(key, produce, stale_if_error=state.config.cache_stale_if_error,
+                             upstream=f"Prometheus at {state.prometheus.display_url}")
+    return cached_ok(served, state.cache.ttl)

@@ -90,7 +90,14 @@ def build_spec() -> dict[str, Any]:
     filters = [{"in": "query", "schema": GpuFilterArgsSchema}]
     list_headers = {
         "ETag": {"schema": {"type": "string"}, "description": "Validator of this body"},
-        "Cache-Control": {"schema": {"type": "string"}},
+        "Cache-Control": {"schema": {"type": "string"},
+                          "description": "max-age minus Age: seconds left of CACHE_TTL"},
+        "Age": {"schema": {"type": "integer"}, "description": "Seconds since the data was "
+                                                            "fetched from Prometheus"},
+        "Cache-Status": {"schema": {"type": "string"}, "description": (
+            'RFC 9211; only on an answer served after Prometheus failed '
+            '(CACHE_STALE_IF_ERROR_SECONDS), e.g. gpu-monitor-api; hit; ttl=-37; '
+            'detail="stale-if-error". The message then says what failed and the data\'s age')},
     }
     spec.path(path="/api/healthz", operations={"get": {
         "summary": "Readiness: can the service reach Prometheus?",
