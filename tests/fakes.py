@@ -27,10 +27,17 @@ class FakePrometheus:
         for method in (responses.GET, responses.POST):
             mock.add_callback(method, f"{base_url}/api/v1/query", callback=self._answer)
             mock.add_callback(method, f"{base_url}/api/v1/labels", callback=self._labels)
+        values_url = re.compile(re.escape(base_url) + r"/api/v1/label/\w+/values")
+        mock.add_callback(responses.GET, values_url, callback=self._label_values)
 
     def add(self, metric: str, labels: dict[str, str], value: str | float) -> None:
         """Publish one series."""
         self.metrics.setdefault(metric, []).append(series(labels, value))
+
+    def data_queries(self) -> list[str]:
+        """The queries that asked for data: not detection's series count, not the probe."""
+        return [q for q in self.queries
+                if not q.startswith("count by (__name__)") and q != "vector(1)"]
 
     def _answer(self, request: requests.PreparedRequest) -> tuple[int, dict[str, str], str]:
         params = parse_qs(urlsplit(request.url).query)
@@ -65,3 +72,20 @@ class FakePrometheus:
             for item in self.metrics.get(selector, []):
                 names.update(item["metric"])
         return 200, {}, json.dumps({"status": "success", "data": sorted(names | {"__name__"})})
+
+    def _label_values(self, request: requests.PreparedRequest,
+                      ) -> tuple[int, dict[str, str], str]:
+        """A label's values over every series (or those `match[]` names, by metric name)."""
+        url = urlsplit(request.url)
+        label = url.path.rsplit("/", 2)[-2]
+        if self.failure is not None:
+            return self.failure()
+        selectors = parse_qs(url.query).get("match[]")
+        values: set[str] = set()
+        for name, items in self.metrics.items():
+            if selectors is not None and name not in selectors:
+                continue
+            values.update(item["metric"][label] for item in items if label in item["metric"])
+            if label == "__name__" and items:
+                values.add(name)
+        return 200, {}, json.dumps({"status": "success", "data": sorted(values)})

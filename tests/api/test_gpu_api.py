@@ -16,7 +16,7 @@ RFC3339 = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
 GPU_FIELDS = {
     "node_name", "gpu_index", "gpu_name", "utilization", "memory_used", "memory_total",
     "memory_free", "memory_utilization", "temperature", "timestamp", "uuid", "power_usage",
-    "pod", "namespace", "container", "mig_profile", "mig_instance",
+    "pod", "namespace", "container", "mig_profile", "mig_instance", "pods",
 }
 PROCESS_FIELDS = {
     "node_name", "gpu_index", "pid", "process_name", "user", "command", "gpu_memory", "cpu",
@@ -70,6 +70,7 @@ def test_metrics_returns_every_field_of_every_gpu(client: FlaskClient,
     assert RFC3339.match(first["timestamp"])
     assert first["timestamp"] == "2025-11-30T00:00:00.123Z"  # the sample's time
     assert first["pod"] is None and first["uuid"] is None
+    assert first["pods"] == []  # no workload labels: an empty list, not null
 
 
 def test_metrics_of_an_empty_cluster_is_an_empty_list(client: FlaskClient) -> None:

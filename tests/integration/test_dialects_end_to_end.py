@@ -6,6 +6,7 @@ import math
 import re
 import time
 from collections.abc import Callable
+from datetime import datetime
 from typing import Any
 
 import pytest
@@ -49,8 +50,9 @@ def assert_rows_match(actual: list[dict[str, Any]], expected: list[dict[str, Any
 
 
 def sample_age(timestamp: str) -> float:
-    parsed = time.strptime(timestamp[:19], "%Y-%m-%dT%H:%M:%S")
-    return time.time() - (time.mktime(parsed) - time.timezone)
+    """Seconds from an RFC 3339 UTC timestamp (`…Z`) to now; negative if it is ahead."""
+    # fromisoformat reads the Z as UTC, whatever the local zone and its daylight saving.
+    return time.time() - datetime.fromisoformat(timestamp).timestamp()
 
 
 @pytest.mark.parametrize("dialect", ["legacy", "gpu-metrics", "dcgm", "dcgm-old",
@@ -64,7 +66,8 @@ def test_forced_dialect_serves_published_gpu_values(
     assert body["success"] is True and body["error"] is None
     expected = sort_gpus([row for c in clusters_read_as(dialect) for row in expected_gpus(c)])
     assert_rows_match(body["data"], expected)
-    assert sample_age(body["data"][0]["timestamp"]) < 120  # Prometheus' time, recent
+    # Prometheus' evaluation time: already past (milliseconds are truncated), and recent.
+    assert 0 <= sample_age(body["data"][0]["timestamp"]) < 120
 
 
 @pytest.mark.parametrize("dialect", ["legacy", "gpu-metrics", "nvidia-smi", "nvitop"])
@@ -102,6 +105,9 @@ def test_capabilities_report_dialects_fields_and_why(
     notes = " ".join(data["notes"])
     assert "exported_pod" in notes
     assert "dcgm-old: no node label" in notes and "instance" in notes
+    # Hostname holds each exporter's pod in two clusters: the notes say how it was resolved.
+    assert "holds the exporter's own pod name" in notes and "NODE_NAME" in notes
+    assert "relabeled kubernetes_node label" in notes and "kube_pod_info" in notes
     by_name = {d["name"]: d for d in data["dialects"]}
     assert by_name["nvidia-smi"]["node_label"] == "kubernetes_node"
     assert by_name["dcgm-old"]["node_label"] == "instance"

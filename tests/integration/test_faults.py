@@ -180,7 +180,11 @@ def test_fault_gives_honest_status_and_actionable_error_then_recovers(
     ("labels", invalid_json(), 502, "non-JSON body"),
     ("labels", prometheus_json({"status": "success", "data": {"not": "a list"}}), 502,
      "without a list of names"),
-], ids=["detect-execution", "detect-hang", "labels-invalid-json", "labels-not-a-list"])
+    ("names", hang(), 504, "did not answer"),
+    ("names", prometheus_json({"status": "success", "data": [1, 2]}), 502,
+     "without a list of values"),
+], ids=["detect-execution", "detect-hang", "labels-invalid-json", "labels-not-a-list",
+        "names-hang", "names-not-a-list"])
 def test_fault_during_dialect_detection_is_reported_the_same_way(
         kind: str, reply: Reply, status: int, fragment: str, upstream: MisbehavingPrometheus,
         api_server: Callable[..., ApiServer]) -> None:

@@ -336,7 +336,7 @@ class _QuietHandler(BaseHTTPRequestHandler):
 class SeenQuery:
     """One request the fake Prometheus received."""
 
-    kind: str  # "probe", "detect", "labels", "data" or "other"
+    kind: str  # "probe", "names", "values", "detect", "labels", "data" or "other"
     method: str
     promql: str | None
 
@@ -356,7 +356,8 @@ class _FaultHandler(_QuietHandler):
         promql = (params.get("query") or [None])[0]
         kind = _classify(path, promql)
         owner._record(SeenQuery(kind, self.command, promql))
-        reply = owner._reply_for(kind, promql or "")
+        # A label-values lookup names its label in the path: that is what it asks.
+        reply = owner._reply_for(kind, path.split("/")[4] if kind == "values" else promql or "")
         try:
             self._send(reply)
         except OSError:
@@ -417,6 +418,10 @@ class _FaultHandler(_QuietHandler):
 def _classify(path: str, promql: str | None) -> str:
     if path == "/api/v1/labels":
         return "labels"
+    if path == "/api/v1/label/__name__/values":
+        return "names"
+    if path.startswith("/api/v1/label/") and path.endswith("/values"):
+        return "values"
     if path != "/api/v1/query" or promql is None:
         return "other"
     if promql.strip() == "vector(1)":
@@ -432,10 +437,10 @@ ReplySource = Reply | Callable[[str], Reply]
 class MisbehavingPrometheus(_LoopbackServer):
     """A fake Prometheus on loopback whose data queries and probe answer with `fault`.
 
-    Dialect detection (the `count by (__name__)` query and /api/v1/labels) is answered
-    truthfully: the legacy GPU metrics exist, labelled hostname/gpu_id/gpu_name. Set
-    `fault` to a Reply (or a function of the PromQL returning one) to misbehave, or to None
-    for one healthy GPU. `fault_on` says which kinds of request misbehave.
+    Dialect detection (the metric names, the `count by (__name__)` query and /api/v1/labels)
+    is answered truthfully: the legacy GPU metrics exist, labelled hostname/gpu_id/gpu_name.
+    Set `fault` to a Reply (or a function of the PromQL returning one) to misbehave, or to
+    None for one healthy GPU. `fault_on` says which kinds of request misbehave.
     """
 
     handler = _FaultHandler
@@ -472,6 +477,12 @@ class MisbehavingPrometheus(_LoopbackServer):
         if kind == "labels":
             return prometheus_json({"status": "success",
                                     "data": ["__name__", *sorted(LEGACY_LABELS)]})
+        if kind == "names":
+            return prometheus_json({"status": "success", "data": sorted(LEGACY_GPU_METRICS)})
+        if kind == "values":  # a label's values: those of the one legacy GPU
+            label = promql
+            data = [LEGACY_LABELS[label]] if label in LEGACY_LABELS else []
+            return prometheus_json({"status": "success", "data": data})
         if kind == "data":
             return healthy_gpu_reply()(promql)
         return Reply(status=404, body=b"404 page not found\n", content_type="text/plain")
