@@ -160,15 +160,16 @@ def gpu_queries(dialect: Dialect, filters: GpuFilters) -> dict[QueryKey, str]:
             "max", identity, filtered_selector(metric, info_filters)
         )
     if dialect.node_map_metric:
-        queries[("node_map",)] = node_map_query(dialect)
+        queries[("node_map",)] = node_map_query(dialect, field_filters)
     return queries
 
 
-def node_map_query(dialect: Dialect) -> str:
+def node_map_query(dialect: Dialect, filters: list[Filter]) -> str:
     """The node of each pod named by the dialect's node label (the exporter's own pods)."""
     assert dialect.node_map_metric is not None
+    gpus = filtered_selector(dialect.pod_metric(), filters)
     named = " or ".join(
-        f'label_replace({aggregate("group", (label,), dialect.pod_metric())}, '
+        f'label_replace({aggregate("group", (label,), gpus)}, '
         f'"pod", "$1", {quote(label)}, "(.+)")'
         for label in dialect.labels.node
     )
