@@ -42,8 +42,8 @@ preload_app = False
 worker_tmp_dir = "/dev/shm"
 
 
-def post_worker_init(worker) -> None:
-    """Tune the garbage collector once the app is loaded in this worker.
+def tune_gc() -> None:
+    """Freeze what start-up built and collect less often (not a gunicorn setting).
 
     A cold request parses a few hundred thousand small JSON objects; with the default
     thresholds the collector runs hundreds of times per request and walks every live
@@ -54,3 +54,17 @@ def post_worker_init(worker) -> None:
 
     gc.freeze()
     gc.set_threshold(20_000, 20, 20)
+
+
+def post_worker_init(worker) -> None:
+    """Tune the garbage collector and start dialect detection once the app is loaded.
+
+    Detection runs in a background thread of this worker (never the master: threads do
+    not survive the fork), so it is done before the first request comes.
+    """
+    from app.state import start_worker
+
+    tune_gc()
+    if not start_worker(worker.wsgi):
+        worker.log.warning("the loaded app is not create_app()'s: dialects are detected "
+                           "on the first request instead")

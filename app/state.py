@@ -46,7 +46,25 @@ class AppState:
     cache: ResponseCache
     stats: RequestStats = field(default_factory=RequestStats)
 
+    def start(self) -> None:
+        """Begin this process' background work: detecting the exporter dialects.
+
+        Called by the server once the process will serve (gunicorn's post_worker_init),
+        never in a master that forks: threads do not survive a fork. Without it, the
+        first request detects, and waits for that.
+        """
+        self.dialects.start(self.prometheus)
+
 
 def get_state() -> AppState:
     """Return the current app's state."""
     return current_app.extensions[EXTENSION_KEY]
+
+
+def start_worker(app: object) -> bool:
+    """Start the background work of the app a server loaded; False if it is not ours."""
+    state = getattr(app, "extensions", {}).get(EXTENSION_KEY)
+    if not isinstance(state, AppState):
+        return False
+    state.start()
+    return True

@@ -16,7 +16,7 @@ from pathlib import Path
 import orjson
 
 from bench import report
-from bench.run import Budget, run_size
+from bench.run import ONLY_CHOICES, Budget, run_size
 from bench.world import Size
 
 
@@ -33,16 +33,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--scrape-interval", type=int, default=15)
     parser.add_argument("--duration", type=int, default=30)
     parser.add_argument("--cold-duration", type=int, default=10)
+    parser.add_argument("--first-request-starts", type=int, default=5)
+    parser.add_argument("--only", choices=ONLY_CHOICES)
     parser.add_argument("--log-dir", type=Path, required=True)
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s",
                         stream=sys.stderr)
     signal.signal(signal.SIGTERM, _terminate)
-    budget = Budget(duration_s=args.duration, cold_wrk_s=min(args.cold_duration,
-                                                              args.duration))
+    budget = Budget(duration_s=args.duration,
+                    cold_wrk_s=min(args.cold_duration, args.duration),
+                    first_request_starts=args.first_request_starts)
     try:
-        result = run_size(args.size, args.dialect, args.scrape_interval, budget, args.log_dir)
+        result = run_size(args.size, args.dialect, args.scrape_interval, budget, args.log_dir,
+                          only=args.only)
         result["targets"] = report.targets(result)
         status = 0
     except KeyboardInterrupt:

@@ -7,14 +7,57 @@ from typing import Any
 from bench.stats import ratio
 
 COLD_OVER_FLOOR_MAX = 1.3
+FIRST_REQUEST_OVER_FLOOR_MAX = 1.3
 WARM_P50_MAX_MS = 20.0
 C32_P99_MAX_MS = 1000.0
 C32_MIN_DURATION_S = 30
 RSS_MAX_MB = 300.0
+# The ratio targets are the project's for 1000x8. On small clusters the floor is a few
+# milliseconds and fixed costs (a worker's first thread pool and connections) dominate
+# the ratio, so there it is shown but does not fail the run.
+RATIO_TARGETS_FROM_GPUS = 8000
 
 
 def targets(size: dict[str, Any]) -> list[dict[str, Any]]:
-    """Each target with the measured value and whether it was met."""
+    """Each target the size measured: the measured value, met, and whether it gates the run."""
+    checked = [] if size.get("only") else _steady_targets(size)
+    if "first_request" in size:
+        checked.append(_first_request_target(size["first_request"]))
+    large = size["world"]["expected_gpus"] >= RATIO_TARGETS_FROM_GPUS
+    return [{**t, "gating": large or not t.pop("ratio", False)} for t in checked]
+
+
+def missed(size: dict[str, Any]) -> list[str]:
+    """The gating targets a size missed; a size that failed misses all of them."""
+    if "error" in size:
+        return [f"{size.get('size', '?')}: the size failed ({size['error']})"]
+    found = size.get("targets")
+    if found is None:
+        found = targets(size)
+    return [f"{size['size']}: {t['target']} ({t['measured']})" for t in found
+            if t["gating"] and not t["met"]]
+
+
+def _first_request_target(first: dict[str, Any]) -> dict[str, Any]:
+    over = first["p50_over_floor_p50"]
+    problems = [text for ok, text in (
+        (first["all_200"], "a first request failed"),
+        (first["all_gpus_present"], "GPUs missing"),
+        (first["all_workers_detected_before_request"],
+         "a worker had not finished detecting when the request came"),
+    ) if not ok]
+    return {
+        "target": f"first request of a fresh gunicorn p50 <= {FIRST_REQUEST_OVER_FLOOR_MAX}x "
+                  "floor p50",
+        "measured": f"{first['first_request']['p50_ms']:.0f} / {first['floor']['p50_ms']:.0f} ms"
+                    f" = {over}x over {first['starts']} starts"
+                    + (f"; {', '.join(problems)}" if problems else ""),
+        "met": over is not None and over <= FIRST_REQUEST_OVER_FLOOR_MAX and not problems,
+        "ratio": not problems,  # a failed request or a late detection fails at any size
+    }
+
+
+def _steady_targets(size: dict[str, Any]) -> list[dict[str, Any]]:
     ratios = size["ratios"]
     warm = size["warm"]
     c32 = warm["wrk_c32"]
@@ -25,7 +68,7 @@ def targets(size: dict[str, Any]) -> list[dict[str, Any]]:
     return [
         {"target": f"cold p50 <= {COLD_OVER_FLOOR_MAX}x floor p50",
          "measured": f"{cold_over_floor}x", "met": cold_over_floor is not None
-         and cold_over_floor <= COLD_OVER_FLOOR_MAX},
+         and cold_over_floor <= COLD_OVER_FLOOR_MAX, "ratio": True},
         {"target": f"warm p50 <= {WARM_P50_MAX_MS:g} ms",
          "measured": f"{warm['sequential']['p50_ms']:.1f} ms",
          "met": warm["sequential"]["p50_ms"] <= WARM_P50_MAX_MS},
@@ -60,8 +103,32 @@ def _mb(value: int | None) -> str:
     return "-" if value is None else f"{value / (1 << 20):.2f} MB"
 
 
+def _first_request_lines(first: dict[str, Any]) -> list[str]:
+    rounds = first["rounds"]
+    detection = sorted(ms for r in rounds for ms in r["detection_ms_in_workers"])
+    lines = [
+        f"first request of a fresh gunicorn ({first['starts']} starts, sent "
+        f"{first['delay_after_livez_s']:g} s after /api/livez first answered):",
+        f"  {'':32}{'p50 ms':>9}{'p90 ms':>9}{'p50/floor':>11}{'n':>6}",
+        f"  {'floor: same PromQL, direct':32}{_ms(first['floor']['p50_ms']):>9}"
+        f"{_ms(first['floor']['p90_ms']):>9}{_x(1.0):>11}{first['floor']['count']:>6}",
+        f"  {'first GET ' + '/api/v1/gpu/metrics':32}{_ms(first['first_request']['p50_ms']):>9}"
+        f"{_ms(first['first_request']['p90_ms']):>9}{_x(first['p50_over_floor_p50']):>11}"
+        f"{first['first_request']['count']:>6}",
+        "  each start: first ms (floor before / after) ratio, worker detections before it: "
+        + "; ".join(f"{r['first_request_ms']:.0f} ({r['floor_before_ms']:.0f}/"
+                    f"{r['floor_after_ms']:.0f}) {_x(r['ratio_to_floor'])} "
+                    f"{r['workers_detected_before_request']}" for r in rounds),
+        f"  detection in the workers, ms: {', '.join(map(str, detection)) or '-'}; "
+        f"per-start ratio p50 {_x(first['per_start_ratio_p50'])}",
+    ]
+    return lines
+
+
 def table(size: dict[str, Any]) -> str:
     """A compact, human-readable summary of one size."""
+    if size.get("only"):
+        return _only_table(size)
     world, plan, floor, stages = size["world"], size["plan"], size["floor"], size["stages"]
     cold, warm, ratios = size["cold"], size["warm"], size["ratios"]
     scrape = world.get("scrape_after") or world["scrape_before"]
@@ -151,6 +218,27 @@ def table(size: dict[str, Any]) -> str:
         f"{_mb(stages.get('prometheus_bytes'))} for "
         f"{sum(stages.get('series_per_query', {}).values()):,} series"
     )
+    if "first_request" in size:
+        lines.extend(_first_request_lines(size["first_request"]))
+    lines.extend(_warnings_and_targets(size))
+    return "\n".join(lines)
+
+
+def _only_table(size: dict[str, Any]) -> str:
+    world, plan = size["world"], size["plan"]
+    lines = [
+        f"=== {size['size']} (only {size['only']}): {world['expected_gpus']} GPUs "
+        f"({', '.join(plan['dialects'])}), {world['series_exposed']:,} series, fan-out "
+        f"{plan['fan_out']} queries",
+    ]
+    if "first_request" in size:
+        lines.extend(_first_request_lines(size["first_request"]))
+    lines.extend(_warnings_and_targets(size))
+    return "\n".join(lines)
+
+
+def _warnings_and_targets(size: dict[str, Any]) -> list[str]:
+    lines = []
     load = size.get("machine_load", {})
     if load and not load.get("quiet", True):
         lines.append(f"  WARNING: other processes used {load['foreign_share']:.0%} of the "
@@ -158,10 +246,13 @@ def table(size: dict[str, Any]) -> str:
     if size.get("code", {}).get("changed_during_size"):
         lines.append("  WARNING: app/ changed while this size ran; gunicorn and the plan may "
                      "have measured different code")
-    if not consistency.get("service_fan_out_matches_plan", True):
+    if not size.get("consistency", {}).get("service_fan_out_matches_plan", True):
         lines.append("  WARNING: the service sent a different number of queries per request "
                      "than the plan the floor uses")
     lines.append("targets:")
     for t in targets(size):
-        lines.append(f"  [{'met' if t['met'] else 'MISSED':>6}] {t['target']}: {t['measured']}")
-    return "\n".join(lines)
+        status = "met" if t["met"] else "MISSED" if t["gating"] else "missed"
+        shown = "" if t["gating"] or t["met"] else (
+            f" (shown only: ratio targets apply from {RATIO_TARGETS_FROM_GPUS:,} GPUs)")
+        lines.append(f"  [{status:>6}] {t['target']}: {t['measured']}{shown}")
+    return lines

@@ -16,7 +16,7 @@ from typing import Any
 import orjson
 import psutil
 
-from bench import code, stages, wrk
+from bench import code, first_request, stages, wrk
 from bench.floor import FloorClient, Plan, plan_for
 from bench.service import GunicornService, HttpClient, Reply
 from bench.stats import Summary, ratio
@@ -44,13 +44,24 @@ class Budget:
     warm: tuple[int, float] = (1000, 12.0)
     gzip: tuple[int, float] = (200, 5.0)
     not_modified: tuple[int, float] = (300, 5.0)
+    # Fresh gunicorn starts, each answering one first request this long after livez.
+    first_request_starts: int = 5
+    first_request_delay_s: float = 2.0
+
+
+# The measurements `--only` can pick; None runs them all.
+ONLY_CHOICES = ("first-request",)
 
 
 def run_size(size: Size, dialect: str, scrape_interval_s: int, budget: Budget,
-             log_dir: Path) -> dict[str, Any]:
-    """Measure one cluster size end to end; every process started here is stopped here."""
+             log_dir: Path, only: str | None = None) -> dict[str, Any]:
+    """Measure one cluster size end to end; every process started here is stopped here.
+
+    `only="first-request"` measures the world, the plan and the first requests alone.
+    """
     out: dict[str, Any] = {"size": size.label, "nodes": size.nodes,
-                           "gpus_per_node": size.gpus_per_node, "dialect": dialect}
+                           "gpus_per_node": size.gpus_per_node, "dialect": dialect,
+                           "only": only}
     started = time.monotonic()
     cpu_before = _cpu_snapshot()
     code_before = code.fingerprint()
@@ -82,32 +93,41 @@ def run_size(size: Size, dialect: str, scrape_interval_s: int, budget: Budget,
         keep_alive = FloorClient(world.prometheus_url, plan.queries,
                                  plan.config.query_threads, keep_alive=True)
         try:
-            count, seconds = budget.stage
-            logger.info("[%s] cold-path stages in-process", size.label)
-            out["stages"] = stages.measure(plan, floor, count=count, budget_s=seconds)
-            plan.client.close()
-            logger.info("[%s] cold instance (CACHE_TTL=0), floor interleaved", size.label)
-            with GunicornService("cold-" + size.label, world.prometheus_url, log_dir,
-                                 cache_ttl="0") as cold:
-                out["floor"], out["cold"] = _cold_phase(cold, world, plan, floor, keep_alive,
-                                                        budget)
+            if only is None:
+                count, seconds = budget.stage
+                logger.info("[%s] cold-path stages in-process", size.label)
+                out["stages"] = stages.measure(plan, floor, count=count, budget_s=seconds)
+                plan.client.close()
+                logger.info("[%s] cold instance (CACHE_TTL=0), floor interleaved", size.label)
+                with GunicornService("cold-" + size.label, world.prometheus_url, log_dir,
+                                     cache_ttl="0") as cold:
+                    out["floor"], out["cold"] = _cold_phase(cold, world, plan, floor,
+                                                            keep_alive, budget)
+                logger.info("[%s] floor p50 %.1f ms, cold p50 %.1f ms", size.label,
+                            out["floor"]["p50_ms"], out["cold"]["sequential"]["p50_ms"])
+            logger.info("[%s] first requests of %d fresh instances, %g s after livez",
+                        size.label, budget.first_request_starts, budget.first_request_delay_s)
+            floor.fetch()  # untimed: first touch of these queries
+            out["first_request"] = first_request.measure(
+                world, floor, log_dir, starts=budget.first_request_starts,
+                delay_s=budget.first_request_delay_s)
         finally:
             floor.close()
             keep_alive.close()
             plan.client.close()
-        logger.info("[%s] floor p50 %.1f ms, cold p50 %.1f ms", size.label,
-                    out["floor"]["p50_ms"], out["cold"]["sequential"]["p50_ms"])
-        logger.info("[%s] warm instance (default cache)", size.label)
-        with GunicornService("warm-" + size.label, world.prometheus_url, log_dir) as warm:
-            out["warm"] = _warm_phase(warm, world, plan, budget)
+        if only is None:
+            logger.info("[%s] warm instance (default cache)", size.label)
+            with GunicornService("warm-" + size.label, world.prometheus_url, log_dir) as warm:
+                out["warm"] = _warm_phase(warm, world, plan, budget)
         out["world"]["scrape_after"] = world.scrape_health()
     out["machine_load"] = _foreign_cpu(cpu_before, _cpu_snapshot())
     out["code"]["fingerprint_end"] = code_after = code.fingerprint()
     # gunicorn and this process load app/ at different moments: equal hashes mean they
     # measured the same code.
     out["code"]["changed_during_size"] = code_after != code_before
-    out["consistency"] = _consistency(out, world.expected_gpus)
-    out["ratios"] = _ratios(out)
+    if only is None:
+        out["consistency"] = _consistency(out, world.expected_gpus)
+        out["ratios"] = _ratios(out)
     out["elapsed_s"] = round(time.monotonic() - started, 1)
     return out
 

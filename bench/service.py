@@ -156,6 +156,9 @@ class GunicornService:
         self.sampler: RssSampler | None = None
         self._log_file = None
         self.seen_workers: set[int] = set()
+        # time.monotonic() when gunicorn was started, and when /api/livez first answered.
+        self.started_at: float | None = None
+        self.live_at: float | None = None
 
     @property
     def url(self) -> str:
@@ -192,6 +195,7 @@ class GunicornService:
         self._log_file = self.log_path.open("ab")
         for _ in range(_START_ATTEMPTS):
             self.port = free_port()
+            self.started_at, self.live_at = time.monotonic(), None
             self.process = subprocess.Popen(
                 [str(gunicorn), "--config", "gunicorn.conf.py", "wsgi:app"],
                 cwd=ROOT, env=self.environment(), stdin=subprocess.DEVNULL,
@@ -206,6 +210,7 @@ class GunicornService:
         raise ServiceError(f"gunicorn ({self.name}) could not bind a port.\n{self.log_tail()}")
 
     def _wait_live(self) -> bool:
+        """Poll /api/livez every 0.1 s until it answers and every worker process exists."""
         assert self.process is not None
         deadline = time.monotonic() + self.ready_timeout
         while time.monotonic() < deadline:
@@ -218,6 +223,8 @@ class GunicornService:
                 with socket.create_connection(("127.0.0.1", self.port), timeout=1):
                     pass
                 reply = HttpClient(self.port, timeout=5).get("/api/livez")
+                if reply.status == 200 and self.live_at is None:
+                    self.live_at = time.monotonic()
                 if reply.status == 200 and len(self.worker_pids()) >= self.workers:
                     return True
             except OSError:

@@ -230,7 +230,7 @@ def view_dumper() -> tuple[Callable[[list[Any]], list[dict[str, Any]]], str]:
 
 @contextlib.contextmanager
 def worker_gc_settings() -> Iterator[dict[str, Any]]:
-    """Apply the GC tuning a gunicorn worker gets (post_worker_init), then undo it.
+    """Apply the GC tuning a gunicorn worker gets (post_worker_init's tune_gc), then undo it.
 
     The collector's cost depends on its thresholds and on how many objects it walks, so
     stages timed here use the same settings as the deployed workers.
@@ -239,13 +239,13 @@ def worker_gc_settings() -> Iterator[dict[str, Any]]:
     hook = None
     try:
         config = runpy.run_path(str(ROOT / "gunicorn.conf.py"))
-        hook = config.get("post_worker_init")
+        hook = config.get("tune_gc")
     except Exception as exc:  # the tuning is optional; timing without it is still useful
         logger.warning("could not read gunicorn.conf.py: %s", exc)
     applied = False
     try:
         if callable(hook):
-            hook(None)
+            hook()
             applied = True
         yield {"from_gunicorn_conf": applied, "threshold": list(gc.get_threshold()),
                "frozen_objects": gc.get_freeze_count()}

@@ -26,6 +26,7 @@ from app.prometheus.errors import (
     PrometheusTimeoutError,
     PrometheusUnavailableError,
 )
+from app.prometheus.promql import check_label_name
 
 logger = logging.getLogger(__name__)
 
@@ -152,19 +153,31 @@ class PrometheusClient:
             )
         return time.monotonic() - started
 
-    def label_names(self, matchers: Sequence[str], *, lookback_s: float = 600) -> list[str]:
-        """List the label names of the series that the selectors match, recently."""
-        now = time.time()
-        params: dict[str, Any] = {"match[]": list(matchers), "start": f"{now - lookback_s:.3f}",
-                                  "end": f"{now:.3f}"}
-        deadline = time.monotonic() + self.settings.deadline
-        payload = self._call("/api/v1/labels", params, deadline, allow_post=True)
-        data = payload.get("data")
-        if not isinstance(data, list) or not all(isinstance(x, str) for x in data):
-            raise PrometheusBadResponseError(
-                f"Prometheus at {self.display_url} answered /api/v1/labels without a list of names"
-            )
-        return data
+    def label_names(self, matchers: Sequence[str], *, lookback_s: float = 600,
+                    deadline: float | None = None) -> list[str]:
+        """List the label names of the series that the selectors match, recently.
+
+        Prometheus reads the label index of the series matched: the cost grows with the
+        series of the selectors, not with their samples.
+        """
+        params: dict[str, Any] = {"match[]": list(matchers), **_recent(lookback_s)}
+        return self._string_list("/api/v1/labels", params, deadline, allow_post=True,
+                                 what="names")
+
+    def label_values(self, label: str, *, matchers: Sequence[str] = (),
+                     lookback_s: float = 600, deadline: float | None = None) -> list[str]:
+        """List the values `label` has had recently, optionally among the matched series.
+
+        Without matchers this reads only the label index, e.g. every metric name for
+        `__name__`; the time range keeps Prometheus to its most recent block(s). The
+        endpoint is GET only, so long matcher lists are the caller's to avoid.
+        """
+        check_label_name(label)
+        params: dict[str, Any] = {**_recent(lookback_s)}
+        if matchers:
+            params["match[]"] = list(matchers)
+        return self._string_list(f"/api/v1/label/{label}/values", params, deadline,
+                                 allow_post=False, what="values")
 
     def close(self) -> None:
         """Stop the thread pool (tests; gunicorn simply exits)."""
@@ -174,6 +187,19 @@ class PrometheusClient:
                 self._executor = None
 
     # -- internals --------------------------------------------------------------------
+
+    def _string_list(self, path: str, params: dict[str, Any], deadline: float | None, *,
+                     allow_post: bool, what: str) -> list[str]:
+        if deadline is None:
+            deadline = time.monotonic() + self.settings.deadline
+        payload = self._call(path, params, deadline, allow_post=allow_post)
+        data = payload.get("data")
+        if not isinstance(data, list) or not all(isinstance(x, str) for x in data):
+            raise PrometheusBadResponseError(
+                f"Prometheus at {self.display_url} answered {path} without a list of {what}"
+            )
+        return data
+
 
     def _get_executor(self) -> ThreadPoolExecutor:
         # Threads do not survive gunicorn's fork: a child builds its own pool.
@@ -297,6 +323,12 @@ class PrometheusClient:
                 raise PrometheusBadResponseError(_too_large(self.display_url, limit))
             chunks.append(chunk)
         return b"".join(chunks)
+
+
+def _recent(lookback_s: float) -> dict[str, str]:
+    """The `start`/`end` parameters of the last `lookback_s` seconds."""
+    now = time.time()
+    return {"start": f"{now - lookback_s:.3f}", "end": f"{now:.3f}"}
 
 
 def _too_large(display_url: str, limit: int) -> str:
