@@ -149,6 +149,10 @@ NVITOP = Dialect(
     },
     # No process name label: it is derived from the command on process_info_info.
     process_labels=ProcessLabels(process_name=(), user=("username",)),
+    process_name_from_command=True,
+    # MIG devices: index "0:1", name "NVIDIA A100-SXM4-80GB MIG 3g.40gb".
+    index_encodes_mig=True,
+    name_encodes_mig_profile=True,
     process_fields={
         "gpu_memory": (Source("process_gpu_memory_MiB", scale=MIB),),
         "cpu": (Source("process_cpu_percent_Percentage"),),

@@ -116,6 +116,9 @@ class DialectSchema(Schema):
     info_only_attributes = fields.List(
         fields.String(validate=validate.OneOf(["index", "name"])), load_default=())
     uuid_without_prefix = fields.Boolean(load_default=False)
+    index_encodes_mig = fields.Boolean(load_default=False)
+    name_encodes_mig_profile = fields.Boolean(load_default=False)
+    process_name_from_command = fields.Boolean(load_default=False)
 
     @post_load
     def to_dialect(self, data: dict[str, Any], **_: Any) -> Dialect:
@@ -134,6 +137,9 @@ class DialectSchema(Schema):
                 process_info_metrics=tuple(data["process_info_metrics"]),
                 info_only_attributes=tuple(data["info_only_attributes"]),
                 uuid_without_prefix=data["uuid_without_prefix"],
+                index_encodes_mig=data["index_encodes_mig"],
+                name_encodes_mig_profile=data["name_encodes_mig_profile"],
+                process_name_from_command=data["process_name_from_command"],
             )
         except ValueError as exc:
             raise ValidationError(str(exc)) from None

@@ -117,6 +117,12 @@ class Dialect:
     info_only_attributes: tuple[str, ...] = ()
     # UUIDs in this exporter lack NVIDIA's "GPU-" prefix (nvidia_gpu_exporter).
     uuid_without_prefix: bool = False
+    # A MIG device's index reads "<gpu>:<instance>" (nvitop-exporter).
+    index_encodes_mig: bool = False
+    # A MIG device's name reads "<model> MIG <profile>" (nvitop-exporter).
+    name_encodes_mig_profile: bool = False
+    # No process name label: the command's executable stands in (nvitop-exporter).
+    process_name_from_command: bool = False
     # Set by detection when the node label holds the exporter's own pod name and only this
     # metric (kube-state-metrics' kube_pod_info{pod, node}) says which node that pod is on.
     node_map_metric: str | None = None

@@ -51,6 +51,8 @@ def number(text: Any) -> float | None:
 
 def first_label(candidates: Sequence[str]) -> Callable[[Labels], str | None]:
     """Return a reader of the first non-empty label among `candidates` (None if none)."""
+    if not candidates:
+        return lambda labels: None
     if len(candidates) == 1:
         (only,) = candidates
         return lambda labels: labels.get(only) or None
@@ -91,6 +93,8 @@ class _GpuReader:
         self.container = first_label(labels.container)
         self.by_uuid = bool(labels.uuid)
         self.uuid_without_prefix = dialect.uuid_without_prefix
+        self.index_encodes_mig = dialect.index_encodes_mig
+        self.name_encodes_mig_profile = dialect.name_encodes_mig_profile
         self.key = self._compile_key(dialect)
 
     def uuid(self, labels: Labels) -> str | None:
@@ -100,22 +104,24 @@ class _GpuReader:
         return raw
 
     def gpu_index(self, labels: Labels) -> int | None:
-        """The GPU's index; nvitop writes a MIG device as "<gpu>:<instance>"."""
+        """The GPU's index (of a MIG device's parent, where the index encodes MIG)."""
         raw = self.index(labels)
-        return _int_or_none(raw.partition(":")[0] if raw else None)
+        if raw and self.index_encodes_mig:
+            raw = raw.partition(":")[0]
+        return _int_or_none(raw)
 
     def mig(self, labels: Labels) -> str | None:
         """The MIG instance id, from its own label or from a "<gpu>:<instance>" index."""
         found = self.mig_label(labels)
-        if found:
+        if found or not self.index_encodes_mig:
             return found
         raw = self.index(labels)
         return raw.partition(":")[2] or None if raw else None
 
     def model_and_profile(self, labels: Labels) -> tuple[str | None, str | None]:
-        """The model name, and a MIG profile when the name says "<model> MIG <profile>"."""
+        """The model name, and a MIG profile where the name says "<model> MIG <profile>"."""
         name = self.name(labels)
-        if name and " MIG " in name:
+        if name and self.name_encodes_mig_profile and " MIG " in name:
             model, _, profile = name.partition(" MIG ")
             return model, profile
         return name, None
@@ -124,45 +130,57 @@ class _GpuReader:
         """Build `key(labels)`: (node, uuid or index, MIG instance), or None when the series
         names no GPU. Built once per dialect: it runs for every series of every answer."""
         spec = dialect.labels
-        node_names = spec.node
+        node_of = first_label(spec.node)
+        device_of = first_label(spec.uuid or spec.index)
+        mig_of = first_label(spec.mig_instance)
+        index_of = first_label(spec.index)
+        lower = bool(spec.uuid) and dialect.uuid_without_prefix
+        # nvitop writes a MIG device's index as "<gpu>:<instance>"; without a UUID label,
+        # the device is that index's first part.
+        encoded = dialect.index_encodes_mig
+        device_is_index = encoded and not spec.uuid
         device_names = spec.uuid or spec.index
-        by_uuid = bool(spec.uuid)
-        lower = by_uuid and dialect.uuid_without_prefix
-        mig_names = spec.mig_instance
-        index_names = spec.index
+        if (len(spec.node) == 1 and len(device_names) == 1 and len(spec.mig_instance) <= 1
+                and not (encoded or lower)):
+            return _single_label_key(spec.node[0], device_names[0], spec.mig_instance)
 
         def key(labels: Labels) -> GpuKey | None:
-            node = device = None
-            for name in node_names:
-                node = labels.get(name)
-                if node:
-                    break
-            for name in device_names:
-                device = labels.get(name)
-                if device:
-                    break
+            node = node_of(labels)
+            device = device_of(labels)
             if not node or not device:
                 return None
-            mig = ""
-            for name in mig_names:
-                mig = labels.get(name) or ""
-                if mig:
-                    break
-            if not mig:
-                # nvitop writes a MIG device's index as "<gpu>:<instance>".
-                for name in index_names:
-                    index = labels.get(name)
-                    if index:
-                        if ":" in index:
-                            mig = index.partition(":")[2]
-                        break
+            mig = mig_of(labels) or ""
+            if not mig and encoded:
+                index = index_of(labels)
+                if index and ":" in index:
+                    mig = index.partition(":")[2]
             if lower:
                 device = device.lower()
-            elif not by_uuid and ":" in device:
+            elif device_is_index:
                 device = device.partition(":")[0]
             return node, device, mig
 
         return key
+
+
+def _single_label_key(node_label: str, device_label: str,
+                      mig_labels: Sequence[str]) -> Callable[[Labels], GpuKey | None]:
+    """The key where each part has one label name: the common case, read without loops."""
+    if not mig_labels:
+        def key(labels: Labels) -> GpuKey | None:
+            node = labels.get(node_label)
+            device = labels.get(device_label)
+            return (node, device, "") if node and device else None
+
+        return key
+    (mig_label,) = mig_labels
+
+    def key_with_mig(labels: Labels) -> GpuKey | None:
+        node = labels.get(node_label)
+        device = labels.get(device_label)
+        return (node, device, labels.get(mig_label) or "") if node and device else None
+
+    return key_with_mig
 
 
 def _apply(row: Any, field: str, source: Source, raw_value: Any, *, as_int: bool) -> None:
@@ -337,9 +355,12 @@ class GpuJoin:
             timestamp = float(timestamp)  # raises on garbage: see reading_samples
             if row.timestamp is None or timestamp > row.timestamp:
                 row.timestamp = timestamp
-            value = number(raw)
-            if value is None:
+            try:
+                value = float(raw)
+            except (TypeError, ValueError):
                 continue
+            if not -SENTINEL_LIMIT <= value <= SENTINEL_LIMIT:
+                continue  # NaN, infinities and blank sentinels: not reported (as number())
             value *= scale
             if field == "memory_reserved":
                 # Only used to derive the total; not served on its own.
@@ -359,46 +380,56 @@ class GpuJoin:
         pod. Where a device series exists, the pods' values are their own shares; where
         none does, they are copies of the device's value, and the GPU's value is their max.
         """
+        rows = self.table.rows
+        table = self.table
         reader = self.reader
+        key_of = reader.key
+        pod_of = reader.pod
         as_int = field in MEMORY_FIELDS
-        device: dict[GpuKey, float | None] = {}
-        per_pod: dict[GpuKey, dict[PodKey, float | None]] = {}
+        scale = source.scale
+        devices: set[GpuKey] = set()
+        on_pods: list[tuple[GpuKey, Labels, float | None]] = []
         for series in series_list:
             labels = series["metric"]
-            gpu_key = reader.key(labels)
+            gpu_key = key_of(labels)
             if gpu_key is None:
                 continue
-            row = self.table.rows.get(gpu_key) or self.table.get(labels)
+            row = rows.get(gpu_key) or table.get(labels)
             if row is None:
                 continue
-            _timestamp(row, series["value"][0])
-            raw = number(series["value"][1])
-            value = None if raw is None else _canonical(field, raw * source.scale,
-                                                        as_int=as_int)
-            pod = reader.pod(labels)
-            if pod is None:
-                device[gpu_key] = value
+            timestamp, raw = series["value"]
+            timestamp = float(timestamp)  # raises on garbage: see reading_samples
+            if row.timestamp is None or timestamp > row.timestamp:
+                row.timestamp = timestamp
+            value = number(raw)
+            if value is not None:
+                value = _canonical(field, value * scale, as_int=as_int)
+            if pod_of(labels) is not None:
+                on_pods.append((gpu_key, labels, value))
                 continue
-            holder = (pod, reader.namespace(labels) or "", reader.container(labels) or "")
-            per_pod.setdefault(gpu_key, {})[holder] = value
-        for gpu_key in device.keys() | per_pod.keys():
-            row = self.table.rows[gpu_key]
-            pods = per_pod.get(gpu_key, {})
-            shares = gpu_key in device
-            if shares:
-                value = device[gpu_key]
-            else:
-                copies = [v for v in pods.values() if v is not None]
-                value = max(copies) if copies else None
-            if getattr(row, field) is None and value is not None:
+            devices.add(gpu_key)
+            if value is not None and getattr(row, field) is None:
                 setattr(row, field, value)
-            book = self.pods.setdefault(gpu_key, {})
-            for holder, own in pods.items():
-                share = book.get(holder)
-                if share is None:
-                    share = book[holder] = _pod_share(holder)
-                if shares and field in ("utilization", "memory_used"):
-                    setattr(share, field, own)
+        own_share = field in ("utilization", "memory_used")
+        copies: dict[GpuKey, float] = {}
+        for gpu_key, labels, value in on_pods:
+            holder = (pod_of(labels) or "", reader.namespace(labels) or "",
+                      reader.container(labels) or "")
+            book = self.pods.get(gpu_key)
+            if book is None:
+                book = self.pods[gpu_key] = {}
+            share = book.get(holder)
+            if share is None:
+                share = book[holder] = _pod_share(holder)
+            if gpu_key in devices:
+                if own_share:
+                    setattr(share, field, value)
+            elif value is not None and value > copies.get(gpu_key, -math.inf):
+                copies[gpu_key] = value
+        for gpu_key, value in copies.items():
+            row = rows[gpu_key]
+            if getattr(row, field) is None:
+                setattr(row, field, value)
 
     def finish(self, filters: GpuFilters) -> list[Gpu]:
         """Derive what the exporter lacks, name the pods, filter and sort."""
@@ -516,6 +547,8 @@ def _join_processes(
     read_name = first_label(labels_of.process_name)
     read_user = first_label(labels_of.user)
     read_command = first_label(labels_of.command)
+    # Where there is no process name label, the executable's base name stands in.
+    name_from_command = dialect.process_name_from_command
     rows: dict[tuple[str, str, int], GpuProcess] = {}
 
     def row_for(labels: Labels) -> GpuProcess | None:
@@ -541,8 +574,7 @@ def _join_processes(
             row.user = read_user(labels)
         if row.command is None:
             row.command = read_command(labels)
-        if row.process_name is None and row.command:
-            # nvitop has no process name label: the executable's base name stands in.
+        if row.process_name is None and name_from_command and row.command:
             row.process_name = os.path.basename(row.command.split()[0])
         return row
 

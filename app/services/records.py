@@ -77,20 +77,30 @@ class Gpu:
     timestamp: float | None = None
 
     # The original frontend's view of `pods`: each attribute comma-joined, None when empty.
+    # (Read for every row of every list: one pod, the common case, takes no join.)
     @property
     def pod(self) -> str | None:
         """The pods holding the GPU, comma-separated."""
-        return _joined(p.pod for p in self.pods)
+        pods = self.pods
+        if len(pods) < 2:
+            return pods[0].pod if pods else None
+        return _joined(p.pod for p in pods)
 
     @property
     def namespace(self) -> str | None:
         """Their namespaces, comma-separated, each once."""
-        return _joined(p.namespace for p in self.pods)
+        pods = self.pods
+        if len(pods) < 2:
+            return pods[0].namespace if pods else None
+        return _joined(p.namespace for p in pods)
 
     @property
     def container(self) -> str | None:
         """Their containers, comma-separated, each once."""
-        return _joined(p.container for p in self.pods)
+        pods = self.pods
+        if len(pods) < 2:
+            return pods[0].container if pods else None
+        return _joined(p.container for p in pods)
 
 
 def _joined(values: Iterable[str | None]) -> str | None:
