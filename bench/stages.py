@@ -27,8 +27,8 @@ from app.api.envelope import envelope_bytes
 from app.cache import make_entry
 from app.prometheus.client import QueryResult
 from app.schemas.gpu import GpuSchema
+from app.services.gpu_join import join_gpus
 from app.services.gpus import list_gpus
-from app.services.join import join_gpus
 from app.services.records import GpuFilters
 from bench.floor import FloorClient, Plan
 
@@ -156,7 +156,7 @@ def _split_join(plan: Plan, clock: _Clock) -> Callable[[Any], None] | None:
     The service feeds each answer to `add` as it arrives, overlapping with Prometheus;
     `finish` (derived memory, pods, filter, sort) runs only after the last answer.
     """
-    from app.services import join as module
+    from app.services import gpu_join as module
     incremental = getattr(module, "GpuJoin", None)
     if incremental is None:
         return None

@@ -11,7 +11,13 @@ from collections.abc import Callable, Collection, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
 
-from app.dialects.model import Dialect, GpuLabels, Source
+from app.dialects.model import (
+    EXPORTED_PREFIX,
+    TARGET_ADDRESS_LABEL,
+    Dialect,
+    GpuLabels,
+    Source,
+)
 from app.dialects.nodes import fit_node_names
 from app.prometheus.client import PrometheusClient
 from app.prometheus.errors import PrometheusError, PrometheusTimeoutError
@@ -178,13 +184,13 @@ def fit(
         return dataclasses.replace(dialect, labels=dataclasses.replace(spec, node=node)), notes
     node_found = _present(node, labels)
     if not node_found:
-        node_found = ("instance",)
-    if node_found[0] == "instance":
+        node_found = (TARGET_ADDRESS_LABEL,)
+    if node_found[0] == TARGET_ADDRESS_LABEL:
         notes.append(
             f"{dialect.name}: no node label on the series, using the scrape target's "
             "`instance` as node name; set NODE_LABEL to the label your relabeling adds"
         )
-    exported = tuple(name for name in spec.pod if name.startswith("exported_"))
+    exported = tuple(name for name in spec.pod if name.startswith(EXPORTED_PREFIX))
     if any(name in labels for name in exported):
         notes.append(
             f"{dialect.name}: pod labels arrive as {exported[0]} (ServiceMonitor honorLabels: "

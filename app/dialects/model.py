@@ -20,6 +20,14 @@ GPU_FIELDS = (
 )
 PROCESS_FIELDS = ("gpu_memory", "cpu", "memory")
 MIB = 1024 * 1024
+# Read only to derive others (dcgm's total = used + free + reserved), never served.
+DERIVED_ONLY_FIELDS = frozenset({"memory_reserved"})
+
+# How Prometheus and Kubernetes label what they scrape, whatever the exporter: a scraped
+# label that clashes with a target label is renamed exported_<name> (honor_labels false),
+# and service discovery names the target's address `instance` and its pod `pod`.
+EXPORTED_PREFIX = "exported_"
+TARGET_ADDRESS_LABEL = "instance"
 
 
 @dataclass(frozen=True)
@@ -48,6 +56,15 @@ class Source:
 
 
 @dataclass(frozen=True)
+class PodHalf:
+    """One spelling of the workload labels: exported_* (honorLabels false) or plain."""
+
+    pod: tuple[str, ...]
+    namespace: tuple[str, ...]
+    exported: bool
+
+
+@dataclass(frozen=True)
 class GpuLabels:
     """Candidate label names for each GPU attribute, in order of preference."""
 
@@ -57,9 +74,12 @@ class GpuLabels:
     uuid: tuple[str, ...] = ()
     mig_instance: tuple[str, ...] = ()
     mig_profile: tuple[str, ...] = ()
+    # The workload holding a GPU, in order of preference (exported_* first: see above).
     pod: tuple[str, ...] = ()
     namespace: tuple[str, ...] = ()
     container: tuple[str, ...] = ()
+    # The scrape target's own pod: a series whose pod is its target's names no workload.
+    target_pod: tuple[str, ...] = ("pod",)
 
     def __post_init__(self) -> None:
         for names in self.__dict__.values():
@@ -67,6 +87,17 @@ class GpuLabels:
                 check_label_name(name)
         if not self.index and not self.uuid:
             raise ValueError("a dialect needs an index or a uuid label to tell GPUs apart")
+
+    def pod_halves(self) -> list[PodHalf]:
+        """The workload labels as Prometheus stores them: exported_* ones, then plain ones."""
+        halves = []
+        for exported in (True, False):
+            pod = tuple(n for n in self.pod if n.startswith(EXPORTED_PREFIX) == exported)
+            if pod:
+                namespace = tuple(n for n in self.namespace
+                                  if n.startswith(EXPORTED_PREFIX) == exported)
+                halves.append(PodHalf(pod, namespace, exported))
+        return halves
 
     def identity(self) -> tuple[str, ...]:
         """Labels that tell one GPU (or MIG instance) from another, and describe it."""

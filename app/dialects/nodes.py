@@ -12,7 +12,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Collection
 
-from app.dialects.model import Dialect
+from app.dialects.model import TARGET_ADDRESS_LABEL, Dialect
 from app.prometheus.client import PrometheusClient
 from app.prometheus.promql import equals_any, selector
 
@@ -36,7 +36,7 @@ def fit_node_names(
     """Return the dialect reading real node names, and notes saying what was done."""
     node = dialect.labels.node
     better = tuple(n for n in (node_label, *RELABELED_NODE_LABELS) if n)
-    if not node or node[0] == "instance" or node[0] in better:
+    if not node or node[0] == TARGET_ADDRESS_LABEL or node[0] in better:
         return dialect, []  # the node label is the target's or one the operator chose
     probe = dialect.pod_metric()
     values = set()
@@ -45,8 +45,10 @@ def fit_node_names(
                                         deadline=deadline))
     if not values:
         return dialect, []
-    target_pods = set(prom.label_values("pod", matchers=[TARGETS], lookback_s=LOOKBACK_S,
-                                        deadline=deadline))
+    target_pods: set[str] = set()
+    for pod_label in dialect.labels.target_pod:
+        target_pods |= set(prom.label_values(pod_label, matchers=[TARGETS],
+                                             lookback_s=LOOKBACK_S, deadline=deadline))
     pods = values & target_pods
     has_ksm = KUBE_POD_INFO in metrics
     if not pods and has_ksm:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from app.dialects.detect import Detection
-from app.dialects.model import Dialect
+from app.dialects.model import DERIVED_ONLY_FIELDS, Dialect
 
 ALWAYS_GPU_FIELDS = ("node_name", "timestamp")
 
@@ -41,7 +41,7 @@ class Capabilities:
 def gpu_fields_of(dialect: Dialect) -> set[str]:
     """Fields this dialect fills, including those derived from others."""
     labels = dialect.labels
-    found = set(ALWAYS_GPU_FIELDS) | (set(dialect.gpu_fields) - {"memory_reserved"})
+    found = set(ALWAYS_GPU_FIELDS) | (set(dialect.gpu_fields) - DERIVED_ONLY_FIELDS)
     if labels.index:
         found.add("gpu_index")
     if labels.name:

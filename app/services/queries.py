@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from app.dialects.model import Dialect, Source
+from app.dialects.model import TARGET_ADDRESS_LABEL, Dialect, GpuLabels, Source
 from app.prometheus.promql import aggregate, filtered_selector, quote
 from app.services.records import GpuFilters
 
@@ -45,32 +45,13 @@ def exporter_uuid(dialect: Dialect, uuid: str) -> str:
     return uuid
 
 
-# Prometheus renames a scraped label that clashes with a target label to exported_<name>:
-# with honorLabels false, a workload's pod labels arrive so, and the plain ones name the
-# exporter's own pod, which Kubernetes service discovery sets as the `pod` target label.
-EXPORTED_PREFIX = "exported_"
-TARGET_POD_LABEL = "pod"
-# The scrape targets' own pods: a series whose pod is its target's names no workload.
-_TARGET_PODS = f"up{{{TARGET_POD_LABEL}!=\"\"}}"
-_ON_TARGET = f"on (instance, {TARGET_POD_LABEL})"
+# The scrape targets' own pods, as `up` records them.
+_TARGETS = "up"
 
 
 def _mig_filters(source: Source, mig_labels: Sequence[str]) -> list[Filter]:
     # Every MIG label empty: the series of a whole GPU, not of an instance.
     return [((label,), ("",)) for label in mig_labels] if source.skip_on_mig else []
-
-
-def _pod_halves(dialect: Dialect) -> list[tuple[tuple[str, ...], tuple[str, ...], bool]]:
-    """(pod labels, namespace labels, exported?) for the exported and the plain spellings."""
-    labels = dialect.labels
-    halves = []
-    for exported in (True, False):
-        pod = tuple(n for n in labels.pod if n.startswith(EXPORTED_PREFIX) == exported)
-        if pod:
-            namespace = tuple(n for n in labels.namespace
-                              if n.startswith(EXPORTED_PREFIX) == exported)
-            halves.append((pod, namespace, exported))
-    return halves
 
 
 def workload_series(dialect: Dialect, metric: str, base: list[Filter],
@@ -82,9 +63,11 @@ def workload_series(dialect: Dialect, metric: str, base: list[Filter],
     out idle GPUs under honorLabels false and keeps workloads under honorLabels true.
     None when the dialect has no pod labels or the filters ask for labels it lacks.
     """
-    exported_pods = tuple(n for n in dialect.labels.pod if n.startswith(EXPORTED_PREFIX))
+    labels = dialect.labels
+    exported_pods = tuple(n for half in labels.pod_halves() if half.exported for n in half.pod)
     parts = []
-    for pod, namespace, exported in _pod_halves(dialect):
+    for pod, namespace, exported in ((h.pod, h.namespace, h.exported)
+                                     for h in labels.pod_halves()):
         wanted = list(base)
         if filters.namespace:
             wanted.append((namespace, filters.namespace))
@@ -96,25 +79,41 @@ def workload_series(dialect: Dialect, metric: str, base: list[Filter],
         if not exported:
             fixed += [f'{n}=""' for n in exported_pods]
         series = filtered_selector(metric, wanted, fixed)
-        if not exported and TARGET_POD_LABEL in pod:
-            series = f"({series} unless {_ON_TARGET} {_TARGET_PODS})"
+        own = _target_pod(labels, pod)
+        if not exported and own:
+            series = f"({series} unless {_on_target(own)} {_targets_with(own)})"
         parts.append(series)
     return " or ".join(parts) if parts else None
 
 
 def podless_series(dialect: Dialect, metric: str, base: list[Filter]) -> str:
     """The series of `metric` that name no workload: a device's own values."""
-    pods = dialect.labels.pod
+    labels = dialect.labels
+    pods = labels.pod
     if not pods:
         return filtered_selector(metric, base)
     empty = [f'{n}=""' for n in pods]
     series = filtered_selector(metric, base, empty)
-    if TARGET_POD_LABEL not in pods:
+    own = _target_pod(labels, pods)
+    if not own:
         return series
     # Under honorLabels true a pod-less series takes the target's own pod label.
-    others = [f'{n}=""' for n in pods if n != TARGET_POD_LABEL]
-    own = filtered_selector(metric, base, [*others, f'{TARGET_POD_LABEL}!=""'])
-    return f"{series} or ({own} and {_ON_TARGET} {_TARGET_PODS})"
+    others = [f'{n}=""' for n in pods if n != own]
+    mine = filtered_selector(metric, base, [*others, f'{own}!=""'])
+    return f"{series} or ({mine} and {_on_target(own)} {_targets_with(own)})"
+
+
+def _target_pod(labels: GpuLabels, pods: Sequence[str]) -> str | None:
+    """The workload label that is also the scrape target's pod label, if one is."""
+    return next((name for name in labels.target_pod if name in pods), None)
+
+
+def _on_target(pod_label: str) -> str:
+    return f"on ({TARGET_ADDRESS_LABEL}, {pod_label})"
+
+
+def _targets_with(pod_label: str) -> str:
+    return _TARGETS + "{" + pod_label + '!=""}'
 
 
 def _source_query(dialect: Dialect, source: Source, filters: list[Filter],

@@ -31,10 +31,15 @@ class GpuFilters:
             return False
         if self.uuid and (gpu.uuid or "").lower() not in {u.lower() for u in self.uuid}:
             return False
-        if self.pod and not any(p.pod in self.pod for p in gpu.pods):
+        if self.pod or self.namespace:
+            return any(self.matches_workload(p.pod, p.namespace) for p in gpu.pods)
+        return True
+
+    def matches_workload(self, pod: str | None, namespace: str | None) -> bool:
+        """Tell whether a workload (a GPU's pod, or a process's) is one asked for."""
+        if self.pod and pod not in self.pod:
             return False
-        return not (self.namespace and not any(p.namespace in self.namespace
-                                               for p in gpu.pods))
+        return not (self.namespace and namespace not in self.namespace)
 
 
 @dataclass(slots=True)

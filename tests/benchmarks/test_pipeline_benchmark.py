@@ -15,7 +15,7 @@ from app.dialects.detect import fit
 from app.prometheus.client import QueryResult, _parse_query_data
 from app.schemas.dump import compile_dumper
 from app.schemas.gpu import GpuSchema
-from app.services.join import join_gpus
+from app.services.gpu_join import join_gpus
 from app.services.queries import gpu_queries
 from app.services.records import GpuFilters
 from demo.cluster import MIB, ClusterSpec, snapshot

@@ -10,8 +10,10 @@ import pytest
 from app.dialects.builtin import GPU_METRICS, LEGACY
 from app.dialects.model import Source
 from app.prometheus.errors import PrometheusBadResponseError
-from app.services.join import join_gpus, join_processes, number
+from app.services.gpu_join import join_gpus
+from app.services.process_join import join_processes
 from app.services.records import GpuFilters
+from app.services.samples import number
 from tests.factories import SAMPLE_TIME, result, series
 
 GIB = 1024**3
