@@ -6,10 +6,15 @@ import logging
 import os
 import time
 from collections.abc import Mapping
+from typing import TYPE_CHECKING
 
 from flask import Flask, Response, g, request
 from flask_compress import Compress
 from flask_cors import CORS
+
+if TYPE_CHECKING:
+    from app.cache import ByteBoundedLRU
+    from app.state import RequestStats
 
 __version__ = "0.1.0"
 
@@ -21,39 +26,40 @@ def create_app(overrides: Mapping[str, str] | None = None) -> Flask:
     """Build the Flask app from the environment, with `overrides` taking precedence."""
     # Imports here keep `app.__version__` importable by setup tools without Flask's deps.
     from app.api import capabilities, debug, gpu, health, openapi
-    from app.cache import ByteBoundedLRU, ResponseCache
+    from app.cache import ByteBoundedLRU
     from app.config import configure_logging, load_config
-    from app.dialects.detect import DialectSelector
     from app.errors import register_error_handlers
     from app.json import OrjsonProvider
-    from app.prometheus.client import PrometheusClient
-    from app.state import EXTENSION_KEY, AppState
+    from app.state import EXTENSION_KEY, build_state
 
     config = load_config({**os.environ, **(overrides or {})})
     configure_logging(config.log_level)
 
     app = Flask(__name__)
     app.json = OrjsonProvider(app)
-    prometheus = PrometheusClient(config.client_settings())
-    if not config.tls_verify:
-        logger.warning("TLS verification of Prometheus is OFF "
-                       "(PROMETHEUS_TLS_INSECURE_SKIP_VERIFY)")
-    catalog = config.dialect_catalog()
-    selector = DialectSelector(
-        [catalog[name] for name in config.metrics_dialects] or list(catalog.values()),
-        forced=bool(config.metrics_dialects),
-        node_label=config.node_label,
-        refresh_s=config.dialect_refresh,
-    )
-    cache = ResponseCache(config.cache_ttl, config.cache_stale, config.cache_max_mb << 20)
-    state = AppState(config=config, prometheus=prometheus, dialects=selector, cache=cache)
+    state = build_state(config)
     app.extensions[EXTENSION_KEY] = state
+    _register_cors(app, config.cors_origins)
+    for blueprint in (health.bp, gpu.bp, capabilities.bp, openapi.bp):
+        app.register_blueprint(blueprint)
+    if config.debug_endpoints:
+        logger.warning("debug endpoints are ENABLED under /debug: do not expose this service")
+        app.register_blueprint(debug.bp)
+    openapi.publish_spec(app)
+    register_error_handlers(app)
+    _register_access_log(app, state.stats)  # registered first, so it runs last and sees all
+    _register_request_guards(app)
+    _register_compression(app, ByteBoundedLRU(config.cache_max_mb << 20, len))
+    logger.info("serving GPU metrics from Prometheus at %s", state.prometheus.display_url)
+    return app
 
+
+def _register_cors(app: Flask, origins: tuple[str, ...]) -> None:
+    """Let browsers on `origins` read every answer and the cache headers."""
     CORS(
         app,
         # A lone "*" is sent as "*", as the original backend did; a list is matched per origin.
-        resources={r"/*": {"origins": "*" if config.cors_origins == ("*",)
-                           else list(config.cors_origins)}},
+        resources={r"/*": {"origins": "*" if origins == ("*",) else list(origins)}},
         methods=["GET", "HEAD", "OPTIONS"],
         allow_headers=["Content-Type", "Authorization", "If-None-Match"],
         # Age and Cache-Status say how old (or stale-if-error) an answer is; ETag validates it.
@@ -61,22 +67,9 @@ def create_app(overrides: Mapping[str, str] | None = None) -> Flask:
         max_age=86400,
         send_wildcard=True,
     )
-    app.register_blueprint(health.bp)
-    app.register_blueprint(gpu.bp)
-    app.register_blueprint(capabilities.bp)
-    app.register_blueprint(openapi.bp)
-    if config.debug_endpoints:
-        logger.warning("debug endpoints are ENABLED under /debug: do not expose this service")
-        app.register_blueprint(debug.bp)
-    register_error_handlers(app)
-    _register_access_log(app, state)  # registered first, so it runs last and sees all
-    _register_request_guards(app)
-    _register_compression(app, ByteBoundedLRU(config.cache_max_mb << 20, len))
-    logger.info("serving GPU metrics from Prometheus at %s", prometheus.display_url)
-    return app
 
 
-def _register_access_log(app: Flask, state: object) -> None:
+def _register_access_log(app: Flask, stats: RequestStats) -> None:
     """One line per request: method, path, status, duration."""
 
     @app.before_request
@@ -86,7 +79,7 @@ def _register_access_log(app: Flask, state: object) -> None:
     @app.after_request
     def log_request(response: Response) -> Response:
         elapsed_ms = (time.perf_counter() - g.get("started", time.perf_counter())) * 1000
-        state.stats.record(response.status_code)  # type: ignore[attr-defined]
+        stats.record(response.status_code)
         access_logger.info(
             "%s %s %d %.1fms", request.method, request.path, response.status_code, elapsed_ms
         )
@@ -129,18 +122,19 @@ def _register_request_guards(app: Flask) -> None:
 class _CompressedBodies:
     """flask-compress cache backend: compressed copies of cached bodies, keyed by ETag."""
 
-    def __init__(self, store: object) -> None:
+    def __init__(self, store: ByteBoundedLRU) -> None:
         self._store = store
 
     def get(self, key: str) -> bytes | None:
-        return None if key.endswith(";") else self._store.get(key)  # type: ignore[attr-defined]
+        found = None if key.endswith(";") else self._store.get(key)
+        return found if isinstance(found, bytes) else None
 
     def set(self, key: str, value: bytes) -> None:
         if not key.endswith(";"):
-            self._store.set(key, value)  # type: ignore[attr-defined]
+            self._store.set(key, value)
 
 
-def _register_compression(app: Flask, store: object) -> None:
+def _register_compression(app: Flask, store: ByteBoundedLRU) -> None:
     """zstd, brotli or gzip as the client accepts; each cached body is compressed once."""
     app.config.update(
         COMPRESS_ALGORITHM=["zstd", "br", "gzip"],

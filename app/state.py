@@ -1,7 +1,13 @@
-"""What one worker process holds between requests, kept in app.extensions."""
+"""What one worker process holds between requests, and the one place it is built.
+
+`build_state(config)` is the composition root: the Flask app (`create_app`), the
+benchmarks and the demo all wire the Prometheus client, the dialect selector and the
+response cache through it, so they cannot drift apart.
+"""
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections import Counter
@@ -9,10 +15,12 @@ from dataclasses import dataclass, field
 
 from flask import current_app
 
-from app.cache import ResponseCache
+from app.cache import Clock, ResponseCache, Spawn
 from app.config import Config
-from app.dialects.detect import DialectSelector
+from app.dialects.detect import Detection, DialectSelector
 from app.prometheus.client import PrometheusClient
+
+logger = logging.getLogger(__name__)
 
 EXTENSION_KEY = "gpu_monitor"
 
@@ -46,6 +54,10 @@ class AppState:
     cache: ResponseCache
     stats: RequestStats = field(default_factory=RequestStats)
 
+    def detection(self) -> Detection:
+        """Return the exporter dialects found in Prometheus (see DialectSelector.current)."""
+        return self.dialects.current(self.prometheus)
+
     def start(self) -> None:
         """Begin this process' background work: detecting the exporter dialects.
 
@@ -56,9 +68,41 @@ class AppState:
         self.dialects.start(self.prometheus)
 
 
+def build_state(config: Config) -> AppState:
+    """Wire the Prometheus client, the dialect selector and the response cache of `config`.
+
+    Nothing here touches the network or starts a thread: the client's pool is created
+    on first use and detection begins with `AppState.start()` or the first request.
+    """
+    if not config.tls_verify:
+        logger.warning("TLS verification of Prometheus is OFF "
+                       "(PROMETHEUS_TLS_INSECURE_SKIP_VERIFY)")
+    return AppState(config=config, prometheus=PrometheusClient(config.client_settings()),
+                    dialects=build_selector(config), cache=build_cache(config))
+
+
+def build_selector(config: Config) -> DialectSelector:
+    """The dialects METRICS_DIALECT names (forced), or every known one to detect among."""
+    catalog = config.dialect_catalog()
+    return DialectSelector(
+        [catalog[name] for name in config.metrics_dialects] or list(catalog.values()),
+        forced=bool(config.metrics_dialects),
+        node_label=config.node_label,
+        refresh_s=config.dialect_refresh,
+    )
+
+
+def build_cache(config: Config, *, clock: Clock = time.monotonic,
+                spawn: Spawn | None = None) -> ResponseCache:
+    """The response cache of `config`; tests pass a fake `clock` and a held `spawn`."""
+    return ResponseCache(config.cache_ttl, config.cache_stale, config.cache_max_mb << 20,
+                         clock=clock, spawn=spawn)
+
+
 def get_state() -> AppState:
     """Return the current app's state."""
-    return current_app.extensions[EXTENSION_KEY]
+    state: AppState = current_app.extensions[EXTENSION_KEY]
+    return state
 
 
 def start_worker(app: object) -> bool:

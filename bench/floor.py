@@ -1,8 +1,9 @@
 """The floor: the service's own fan-out of PromQL, issued straight to Prometheus.
 
-The queries come from the app itself (auto-detection fitted to what Prometheus holds, then
-`gpu_queries`), so the floor moves with the app. The client is as small as it gets: a
-thread pool of plain `requests.get` calls that read the body and do not parse it.
+The queries come from the app itself (the state `build_state` wires, as for create_app;
+auto-detection fitted to what Prometheus holds; then `gpu_queries`), so the floor moves
+with the app. The client is as small as it gets: a thread pool of plain `requests.get`
+calls that read the body and do not parse it.
 """
 
 from __future__ import annotations
@@ -15,23 +16,32 @@ from dataclasses import dataclass, field
 import requests
 
 from app.config import Config, load_config
-from app.dialects.detect import detect
 from app.dialects.model import Dialect
 from app.prometheus.client import PrometheusClient
 from app.services.queries import QueryKey, gpu_queries
 from app.services.records import GpuFilters
+from app.state import AppState, build_state
 
 
 @dataclass
 class Plan:
     """What the service asks Prometheus for on GET /api/v1/gpu/metrics."""
 
-    config: Config
-    client: PrometheusClient
+    state: AppState
     dialects: tuple[Dialect, ...]
     notes: tuple[str, ...]
     # Keyed like the service's own fan-out: (dialect name, *query key).
     queries: dict[tuple[str, ...], str] = field(default_factory=dict)
+
+    @property
+    def config(self) -> Config:
+        """The service's settings: every default but the Prometheus URL."""
+        return self.state.config
+
+    @property
+    def client(self) -> PrometheusClient:
+        """The service's Prometheus client, wired as create_app wires it."""
+        return self.state.prometheus
 
     @property
     def fan_out(self) -> int:
@@ -43,22 +53,12 @@ class Plan:
         return {tuple(key[1:]): q for key, q in self.queries.items() if key[0] == dialect.name}
 
 
-def client_for(config: Config) -> PrometheusClient:
-    """A PrometheusClient built as create_app builds it, from a plain config."""
-    return PrometheusClient(config.client_settings())
-
-
 def plan_for(prometheus_url: str) -> Plan:
     """Detect dialects as the service does in auto mode and build its GPU-list fan-out."""
     # Only the URL: every other setting at its default, METRICS_DIALECT unset (auto).
-    config = load_config({"PROMETHEUS_URL": prometheus_url})
-    client = client_for(config)
-    catalog = config.dialect_catalog()
-    candidates = [catalog[name] for name in config.metrics_dialects] or list(catalog.values())
-    detection = detect(client, candidates, forced=bool(config.metrics_dialects),
-                       node_label=config.node_label)
-    plan = Plan(config=config, client=client, dialects=tuple(detection.dialects),
-                notes=tuple(detection.notes))
+    state = build_state(load_config({"PROMETHEUS_URL": prometheus_url}))
+    detection = state.detection()
+    plan = Plan(state=state, dialects=tuple(detection.dialects), notes=tuple(detection.notes))
     for dialect in detection.dialects:
         for key, promql in gpu_queries(dialect, GpuFilters()).items():
             plan.queries[(dialect.name, *key)] = promql

@@ -24,6 +24,7 @@ from typing import Any, TypeVar
 import orjson
 
 from app.api.envelope import envelope_bytes
+from app.api.gpu import dump_gpus
 from app.cache import make_entry
 from app.prometheus.client import QueryResult
 from app.schemas.gpu import GpuSchema
@@ -98,8 +99,7 @@ def _rounds(plan: Plan, floor: FloorClient, join: Callable[[Any], list[Any]],
     """Run `count` rounds (or until `budget_s`), each step once per round, order rotating."""
     clock = _Clock(samples)
     split_join = _split_join(plan, clock)
-    fetch_only = _app_fetch_only(plan)
-    validate = _app_validation()
+    validate = plan.client.parse_result
 
     def pipeline() -> None:
         bodies = clock.time("fetch_raw_ms", floor.fetch)
@@ -119,11 +119,9 @@ def _rounds(plan: Plan, floor: FloorClient, join: Callable[[Any], list[Any]],
         clock.time("etag_ms", lambda b=body: make_entry(b))
         facts["body_bytes"] = len(body)
         facts["prometheus_bytes"] = sum(len(b) for b in bodies.values())
-        if validate is not None:
-            payloads = [orjson.loads(b) for b in bodies.values()]
-            clock.time("validate_ms",
-                       lambda ps=payloads: [validate(p, "bench") for p in ps])
-            del payloads
+        payloads = [orjson.loads(b) for b in bodies.values()]
+        clock.time("validate_ms", lambda ps=payloads: [validate(p) for p in ps])
+        del payloads
         # The same CPU stages with the cyclic GC off: how much of them is collection.
         gc.disable()
         try:
@@ -137,9 +135,9 @@ def _rounds(plan: Plan, floor: FloorClient, join: Callable[[Any], list[Any]],
         # The app's own client: HTTP, then parse and check in its query threads.
         lambda: clock.time("fetch_and_parse_ms", lambda: plan.client.query_many(plan.queries)),
         lambda: clock.time("produce_ms", produce),
+        # The same client's HTTP layer alone (sessions, streaming reads), parsing nothing.
+        lambda: clock.time("app_fetch_only_ms", lambda: plan.client.query_many_raw(plan.queries)),
     ]
-    if fetch_only is not None:
-        steps.append(lambda: clock.time("app_fetch_only_ms", fetch_only))
     started = time.monotonic()
     for round_number in range(count):
         if time.monotonic() - started >= budget_s and round_number >= 3:
@@ -181,51 +179,9 @@ def _split_join(plan: Plan, clock: _Clock) -> Callable[[Any], None] | None:
     return run
 
 
-def _app_fetch_only(plan: Plan) -> Callable[[], list[bytes]] | None:
-    """The app client's HTTP layer alone (its sessions, streaming reads), without parsing.
-
-    Reaches into the client's internals, so it is skipped if they change shape.
-    """
-    client = plan.client
-    session_of = getattr(client, "_session", None)
-    read_body = getattr(client, "_read_body", None)
-    get_executor = getattr(client, "_get_executor", None)
-    if not (callable(session_of) and callable(read_body) and callable(get_executor)):
-        return None
-    url = client.settings.base_url + "/api/v1/query"
-    timeout = client.settings.timeout
-
-    def one(promql: str) -> bytes:
-        response = session_of().get(url, params={"query": promql, "timeout": f"{timeout:g}"},
-                                    timeout=(3.05, timeout), stream=True)
-        with response:
-            return read_body(response)
-
-    def fetch() -> list[bytes]:
-        return list(get_executor().map(one, plan.queries.values()))
-
-    return fetch
-
-
-def _app_validation() -> Callable[[dict[str, Any], str], object] | None:
-    """The app client's check of a parsed answer, if it still has one by that name."""
-    from app.prometheus import client as module
-    check = getattr(module, "_parse_query_data", None)
-    return check if callable(check) else None
-
-
 def view_dumper() -> tuple[Callable[[list[Any]], list[dict[str, Any]]], str]:
-    """The function the GPU view dumps rows with, whichever the app uses today."""
-    try:
-        from app.api import gpu as view
-        chosen = getattr(view, "_gpus", None)
-    except ImportError:
-        chosen = None
-    if chosen is None:
-        return _MARSHMALLOW.dump, "marshmallow GpuSchema(many=True).dump (fallback)"
-    if hasattr(chosen, "dump"):
-        return chosen.dump, f"marshmallow {type(chosen).__name__}.dump"
-    return chosen, f"{getattr(chosen, '__module__', '?')}.{getattr(chosen, '__qualname__', '?')}"
+    """The function the GPU view dumps rows with."""
+    return dump_gpus, f"{dump_gpus.__module__}.{dump_gpus.__qualname__}"
 
 
 @contextlib.contextmanager

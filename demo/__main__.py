@@ -19,6 +19,9 @@ import sys
 from contextlib import ExitStack
 from pathlib import Path
 
+from app.config import Config, ConfigError, load_config
+from app.prometheus.errors import PrometheusError as PrometheusAppError
+from app.state import build_state
 from demo.cluster import ClusterSpec, node_names
 from demo.dialects import DIALECTS, NODELESS_DIALECTS
 from demo.exporter import ExporterServer
@@ -79,23 +82,57 @@ def main(argv: list[str] | None = None) -> int:
             logger.error("%s", exc)
             return 1
         try:
-            logger.info("Prometheus at %s (data appears after the first scrape)",
-                        prometheus.url)
-            env = {**os.environ, "PROMETHEUS_URL": prometheus.url, "PORT": str(args.port)}
-            gunicorn = Path(sys.executable).with_name("gunicorn")
-            api = subprocess.Popen([str(gunicorn), "--config", "gunicorn.conf.py", "wsgi:app"],
-                                   cwd=ROOT, env=env)
-            logger.info("API on http://127.0.0.1:%d — try /api/v1/gpu/metrics, "
-                        "/api/v1/gpu/processes, /api/v1/capabilities, /api/healthz; "
-                        "Ctrl-C stops everything", args.port)
-            try:
-                return api.wait()
-            except KeyboardInterrupt:
-                api.send_signal(signal.SIGTERM)
-                api.wait(timeout=30)
-                return 0
+            return _serve_api(prometheus, len(targets), args.port)
         finally:
             prometheus.stop()
+
+
+def _serve_api(prometheus: PrometheusServer, targets: int, port: int) -> int:
+    """Run the API under gunicorn, as deployed, on `prometheus` until interrupted."""
+    logger.info("Prometheus at %s", prometheus.url)
+    env = {**os.environ, "PROMETHEUS_URL": prometheus.url, "PORT": str(port)}
+    try:
+        config = load_config(env)  # what each worker will load; a bad variable stops here
+    except ConfigError as exc:
+        logger.error("%s", exc)
+        return 2
+    _report_detection(prometheus, targets, config)
+    gunicorn = Path(sys.executable).with_name("gunicorn")
+    api = subprocess.Popen([str(gunicorn), "--config", "gunicorn.conf.py", "wsgi:app"],
+                           cwd=ROOT, env=env)
+    logger.info("API on http://127.0.0.1:%d — try /api/v1/gpu/metrics, "
+                "/api/v1/gpu/processes, /api/v1/capabilities, /api/healthz; "
+                "Ctrl-C stops everything", port)
+    try:
+        return api.wait()
+    except KeyboardInterrupt:
+        api.send_signal(signal.SIGTERM)
+        api.wait(timeout=30)
+        return 0
+
+
+def _report_detection(prometheus: PrometheusServer, targets: int, config: Config) -> None:
+    """Wait for the first scrape of every exporter; log what the API will read there.
+
+    The API's workers detect the exporters when they start: started after the first
+    scrape, they find them at once instead of retrying a few seconds later.
+    """
+    try:
+        prometheus.wait_for("up == 1", min_count=targets, timeout=30.0)
+    except PrometheusError as exc:
+        logger.warning("not every exporter was scraped yet; the API retries: %s", exc)
+        return
+    state = build_state(config)  # wired as every gunicorn worker wires its own
+    try:
+        detection = state.detection()
+    except PrometheusAppError as exc:
+        logger.warning("detection failed; the API retries: %s", exc)
+        return
+    finally:
+        state.prometheus.close()
+    # The detection itself logs the dialects it found; the notes say what is missing.
+    for note in detection.notes:
+        logger.info("  note: %s", note)
 
 
 def _interrupt(signum: int, frame: object) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from flask import Blueprint, Response, request
 
 from app.api.envelope import ok
+from app.api.openapi import UPSTREAM_ERRORS, Operation
 from app.schemas.args import NoArgsSchema, load_args
 from app.schemas.capabilities import CapabilitiesSchema
 from app.schemas.gpu import GpuProcessSchema, GpuSchema
@@ -20,10 +21,10 @@ _PROCESS_ORDER = tuple(GpuProcessSchema().fields)
 
 
 @bp.get("/capabilities")
+@Operation("Exporters found, the fields they fill, and why others are missing",
+           ok="Capabilities", data=CapabilitiesSchema, errors=("400", *UPSTREAM_ERRORS))
 def capabilities() -> Response:
     """Report the detected exporter dialects, the fields they fill, and notes."""
     load_args(_no_args, request.args)
-    state = get_state()
-    detection = state.dialects.current(state.prometheus)
-    report = describe_capabilities(detection, _GPU_ORDER, _PROCESS_ORDER)
+    report = describe_capabilities(get_state().detection(), _GPU_ORDER, _PROCESS_ORDER)
     return ok(_schema.dump(report), "Capabilities retrieved successfully")

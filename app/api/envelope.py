@@ -13,23 +13,22 @@ from app.cache import Served
 
 def ok(data: Any, message: str | None = None, status: int = 200) -> Response:
     """Wrap a successful result."""
-    return envelope_response(
+    return json_response(
         {"success": True, "data": data, "message": message, "error": None}, status
     )
 
 
 def fail(status: int, error: str) -> Response:
     """Wrap a failure: no data, no message, an actionable error."""
-    return envelope_response(
+    return json_response(
         {"success": False, "data": None, "message": None, "error": error}, status
     )
 
 
-def envelope_response(body: dict[str, Any], status: int) -> Response:
-    """Serialize an already-built envelope."""
-    response = current_app.json.response(body)
-    response.status_code = status
-    return response
+def json_response(body: dict[str, Any], status: int) -> Response:
+    """Serialize a JSON body: an envelope, or the OpenAPI document (which is not in one)."""
+    return current_app.response_class(orjson.dumps(body), status=status,
+                                      mimetype="application/json")
 
 
 # envelope_bytes writes the keys in this order, so a body ends with its message and error.
@@ -90,4 +89,5 @@ def cached_ok(served: Served, ttl: float) -> Response:
         response.headers["Cache-Status"] = (
             f'{CACHE_NAME}; hit; ttl={int(ttl - served.age)}; detail="stale-if-error"')
     g.body_etag = etag  # lets the compressor reuse its work for this exact body
-    return response.make_conditional(request)
+    response.make_conditional(request)  # in place: 304 without a body when it matches
+    return response

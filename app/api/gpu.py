@@ -1,57 +1,41 @@
-"""GPU endpoints: list GPUs and GPU processes."""
+"""GPU endpoints: list GPUs and GPU processes, answered from the response cache."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Hashable
-
 from flask import Blueprint, Response, request
 
-from app.api.envelope import cached_ok, envelope_bytes
+from app.api.cached import cached_list
+from app.api.openapi import UPSTREAM_ERRORS, Operation
 from app.schemas.args import GpuFilterArgsSchema, load_args
 from app.schemas.dump import compile_dumper
 from app.schemas.gpu import GpuProcessSchema, GpuSchema
 from app.services.gpus import list_gpus, list_processes
-from app.state import get_state
 
 bp = Blueprint("gpu", __name__, url_prefix="/api/v1/gpu")
 
 _filter_args = GpuFilterArgsSchema()
 # The schemas are the contract; these dump what they would, fast enough for 8,000 rows.
-_gpus = compile_dumper(GpuSchema())
-_processes = compile_dumper(GpuProcessSchema())
+dump_gpus = compile_dumper(GpuSchema())
+dump_processes = compile_dumper(GpuProcessSchema())
 
 
 @bp.get("/metrics")
+@Operation("Every GPU (or MIG instance), sorted by node, index, MIG instance",
+           ok="The GPUs", data=GpuSchema, many=True, args=_filter_args,
+           errors=("400", *UPSTREAM_ERRORS), cached=True)
 def gpu_metrics() -> Response:
     """List every GPU with its utilization, memory, temperature and workload."""
     filters = load_args(_filter_args, request.args)
-    state = get_state()
-    prom = state.prometheus
-
-    def produce() -> bytes:
-        gpus = list_gpus(prom, state.dialects.current(prom).dialects, filters)
-        return envelope_bytes(_gpus(gpus), "GPU metrics retrieved successfully")
-
-    return _cached(("metrics", filters), produce)
+    return cached_list("metrics", list_gpus, filters, dump_gpus,
+                       "GPU metrics retrieved successfully")
 
 
 @bp.get("/processes")
+@Operation("Every process holding GPU memory, sorted by node, GPU index, pid",
+           ok="The processes", data=GpuProcessSchema, many=True, args=_filter_args,
+           errors=("400", *UPSTREAM_ERRORS), cached=True)
 def gpu_processes() -> Response:
     """List every process holding GPU memory."""
     filters = load_args(_filter_args, request.args)
-    state = get_state()
-    prom = state.prometheus
-
-    def produce() -> bytes:
-        processes = list_processes(prom, state.dialects.current(prom).dialects, filters)
-        return envelope_bytes(_processes(processes), "GPU processes retrieved successfully")
-
-    return _cached(("processes", filters), produce)
-
-
-def _cached(key: Hashable, produce: Callable[[], bytes]) -> Response:
-    """Answer from the response cache, stale-if-error as configured."""
-    state = get_state()
-    served = state.cache.get(key, produce, stale_if_error=state.config.cache_stale_if_error,
-                             upstream=f"Prometheus at {state.prometheus.display_url}")
-    return cached_ok(served, state.cache.ttl)
+    return cached_list("processes", list_processes, filters, dump_processes,
+                       "GPU processes retrieved successfully")

@@ -6,6 +6,7 @@ from flask import Blueprint, Response, request
 
 from app import __version__
 from app.api.envelope import ok
+from app.api.openapi import Operation
 from app.schemas.args import NoArgsSchema, load_args
 from app.schemas.health import HealthSchema, LivenessSchema
 from app.services.health import check_health
@@ -19,6 +20,9 @@ _no_args = NoArgsSchema()
 
 
 @bp.get("/healthz")
+@Operation("Readiness: can the service reach Prometheus?", ok="Prometheus answers",
+           data=HealthSchema, errors=("400", "503"),
+           error_texts={"503": "Prometheus is unreachable, too slow or failing"})
 def healthz() -> Response:
     """Report whether Prometheus answers; 503 when it does not."""
     load_args(_no_args, request.args)
@@ -27,6 +31,8 @@ def healthz() -> Response:
 
 
 @bp.get("/livez")
+@Operation("Liveness: the process runs (Prometheus is not asked)", ok="Alive",
+           data=LivenessSchema)
 def livez() -> Response:
     """Report that this process is alive, without asking Prometheus."""
     load_args(_no_args, request.args)

@@ -7,7 +7,7 @@ import os
 import re
 import threading
 import time
-from collections.abc import Hashable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Hashable, Iterator, Mapping, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -31,6 +31,7 @@ from app.prometheus.promql import check_label_name
 logger = logging.getLogger(__name__)
 
 K = TypeVar("K", bound=Hashable)
+T = TypeVar("T")
 
 # Above this many characters of URL-encoded PromQL we POST the query as a form, because
 # proxies and Prometheus itself refuse request lines that are too long.
@@ -101,7 +102,7 @@ class PrometheusClient:
         if deadline is None:
             deadline = time.monotonic() + self.settings.deadline
         payload = self._call("/api/v1/query", {"query": promql}, deadline, allow_post=True)
-        return _parse_query_data(payload, self.display_url)
+        return self.parse_result(payload)
 
     def query_many(self, queries: Mapping[K, str]) -> dict[K, QueryResult]:
         """Run several instant queries in parallel, all within one deadline."""
@@ -113,31 +114,27 @@ class PrometheusClient:
         The caller can work on early answers while Prometheus still evaluates the rest.
         The first failure, or the shared deadline passing, raises and cancels the rest.
         """
-        deadline = time.monotonic() + self.settings.deadline
-        if len(queries) == 1:
-            ((key, promql),) = queries.items()
-            yield key, self.query(promql, deadline=deadline)
-            return
-        executor = self._get_executor()
-        futures: dict[Future[QueryResult], K] = {
-            executor.submit(self.query, promql, deadline=deadline): key
-            for key, promql in queries.items()
-        }
-        pending = set(futures)
-        try:
-            while pending:
-                done, pending = wait(pending, timeout=max(0.0, deadline - time.monotonic()),
-                                     return_when=FIRST_COMPLETED)
-                if not done:
-                    raise PrometheusTimeoutError(
-                        f"Prometheus at {self.display_url} did not answer {len(pending)} of "
-                        f"{len(futures)} queries within {self.settings.deadline:g}s"
-                    )
-                for future in done:
-                    yield futures[future], future.result()
-        finally:
-            for future in pending:
-                future.cancel()
+        return self._each(self.query, queries)
+
+    def query_raw(self, promql: str, *, deadline: float | None = None) -> bytes:
+        """Run one instant query as `query` does; return the body as received.
+
+        The HTTP layer alone (session, timeouts, size limit), neither parsed nor checked:
+        the seam benchmarks time it through, apart from `parse_result`.
+        """
+        if deadline is None:
+            deadline = time.monotonic() + self.settings.deadline
+        _, body = self._exchange("/api/v1/query", {"query": promql}, deadline,
+                                 allow_post=True)
+        return body
+
+    def query_many_raw(self, queries: Mapping[K, str]) -> dict[K, bytes]:
+        """Run several instant queries as `query_many` does; return the bodies as received."""
+        return dict(self._each(self.query_raw, queries))
+
+    def parse_result(self, payload: dict[str, Any]) -> QueryResult:
+        """Check Prometheus' parsed JSON answer to an instant query; return its result."""
+        return _parse_query_data(payload, self.display_url)
 
     def probe(self) -> float:
         """Run the cheapest query there is (`vector(1)`) and return its latency in seconds."""
@@ -212,6 +209,34 @@ class PrometheusClient:
                 self._local = threading.local()
             return self._executor
 
+    def _each(self, call: Callable[..., T], queries: Mapping[K, str]) -> Iterator[tuple[K, T]]:
+        """Run `call(promql, deadline=...)` for every query in parallel, in one deadline."""
+        deadline = time.monotonic() + self.settings.deadline
+        if len(queries) == 1:
+            ((key, promql),) = queries.items()
+            yield key, call(promql, deadline=deadline)
+            return
+        executor = self._get_executor()
+        futures: dict[Future[T], K] = {
+            executor.submit(call, promql, deadline=deadline): key
+            for key, promql in queries.items()
+        }
+        pending = set(futures)
+        try:
+            while pending:
+                done, pending = wait(pending, timeout=max(0.0, deadline - time.monotonic()),
+                                     return_when=FIRST_COMPLETED)
+                if not done:
+                    raise PrometheusTimeoutError(
+                        f"Prometheus at {self.display_url} did not answer {len(pending)} of "
+                        f"{len(futures)} queries within {self.settings.deadline:g}s"
+                    )
+                for future in done:
+                    yield futures[future], future.result()
+        finally:
+            for future in pending:
+                future.cancel()
+
     def _session(self) -> requests.Session:
         session: requests.Session | None = getattr(self._local, "session", None)
         if session is None:
@@ -250,6 +275,13 @@ class PrometheusClient:
     def _call(
         self, path: str, params: dict[str, Any], deadline: float, *, allow_post: bool
     ) -> dict[str, Any]:
+        response, body = self._exchange(path, params, deadline, allow_post=allow_post)
+        return _decode(response, body, self.display_url)
+
+    def _exchange(
+        self, path: str, params: dict[str, Any], deadline: float, *, allow_post: bool
+    ) -> tuple[requests.Response, bytes]:
+        """Send one request within `deadline`; return the answer and its whole body."""
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             raise PrometheusTimeoutError(
@@ -308,7 +340,7 @@ class PrometheusClient:
                 f"could not send a request to Prometheus at {self.display_url}: a configured "
                 "header or credential holds characters HTTP cannot carry"
             ) from None
-        return _decode(response, body, self.display_url)
+        return response, body
 
     def _read_body(self, response: requests.Response) -> bytes:
         limit = self.settings.max_response_bytes

@@ -50,6 +50,13 @@ class NoArgsSchema(Schema):
     """An endpoint that takes no query parameters."""
 
 
+class ProfileArgsSchema(Schema):
+    """How long the debug profiler samples, and how many functions it reports."""
+
+    seconds = fields.Float(load_default=5.0, validate=validate.Range(min=0.1, max=30))
+    top = fields.Integer(load_default=30, validate=validate.Range(min=1, max=500))
+
+
 def load_args(schema: Schema, args: MultiDict[str, str]) -> Any:
     """Load a query string whose parameters may repeat; raise ValidationError when bad."""
     list_fields = {name for name, f in schema.fields.items() if isinstance(f, fields.List)}

@@ -18,9 +18,8 @@ import requests
 from flask import Flask
 from flask.testing import FlaskClient
 
-from app.cache import ResponseCache
 from app.config import ConfigError, load_config
-from app.state import EXTENSION_KEY
+from app.state import EXTENSION_KEY, build_cache
 from tests.cache_doubles import Backlog, FakeClock
 from tests.fakes import PROM_URL, FakePrometheus
 
@@ -50,8 +49,7 @@ def clocked(make_app: Callable[..., Flask],
         app = make_app(**env)
         state = app.extensions[EXTENSION_KEY]
         clock, backlog = FakeClock(), Backlog()
-        state.cache = ResponseCache(state.config.cache_ttl, state.config.cache_stale,
-                                    state.config.cache_max_mb << 20, clock=clock, spawn=backlog)
+        state.cache = build_cache(state.config, clock=clock, spawn=backlog)
         return ClockedApi(app.test_client(), clock, backlog)
 
     return build

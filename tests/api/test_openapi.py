@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
+from typing import Any
 
 import pytest
 import schemathesis
@@ -10,6 +12,7 @@ from flask import Flask
 from hypothesis import HealthCheck, given, settings
 
 from app import create_app
+from app.api import openapi
 from tests.fakes import PROM_URL, FakePrometheus
 
 
@@ -79,3 +82,79 @@ def test_api_keeps_to_its_openapi_document_under_fuzzing(
 
 def test_create_app_is_importable_for_the_fuzzer() -> None:
     assert create_app({"PROMETHEUS_URL": PROM_URL}).url_map is not None
+
+
+# -- generated from the views, built once ---------------------------------------------------
+
+
+def test_openapi_document_is_built_once_per_app(make_app: Callable[..., Flask],
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    builds: list[Flask] = []
+    real = openapi.build_spec
+
+    def counting(app: Flask) -> dict[str, Any]:
+        builds.append(app)
+        return real(app)
+
+    monkeypatch.setattr(openapi, "build_spec", counting)
+    app = make_app()
+    client = app.test_client()
+    bodies = [client.get("/api/openapi.json").get_data() for _ in range(3)]
+    assert builds == [app]
+    assert bodies[0] == bodies[1] == bodies[2]
+    assert json.loads(bodies[0]) == app.extensions[openapi.DOCUMENT_KEY]
+
+
+def test_every_public_route_is_documented_and_the_debug_ones_are_not(
+        make_app: Callable[..., Flask]) -> None:
+    app = make_app(ENABLE_DEBUG_ENDPOINTS="true")
+    document = app.test_client().get("/api/openapi.json").get_json()
+    routes = {rule.rule for rule in app.url_map.iter_rules() if rule.endpoint != "static"}
+    assert {r for r in routes if r.startswith("/debug/")} == {
+        "/debug/vars", "/debug/pprof/threads", "/debug/pprof/profile"}
+    assert set(document["paths"]) == {r for r in routes if not r.startswith("/debug/")}
+
+
+def test_each_success_envelope_wraps_the_schema_its_view_declares(client) -> None:
+    document = client.get("/api/openapi.json").get_json()
+    schemas = document["components"]["schemas"]
+    expected = {
+        "/api/healthz": ("HealthEnvelope", {"$ref": "#/components/schemas/Health"}),
+        "/api/livez": ("LivenessEnvelope", {"$ref": "#/components/schemas/Liveness"}),
+        "/api/v1/capabilities": ("CapabilitiesEnvelope",
+                                 {"$ref": "#/components/schemas/Capabilities"}),
+        "/api/v1/gpu/metrics": ("GpuListEnvelope", {
+            "type": "array", "items": {"$ref": "#/components/schemas/Gpu"}}),
+        "/api/v1/gpu/processes": ("GpuProcessListEnvelope", {
+            "type": "array", "items": {"$ref": "#/components/schemas/GpuProcess"}}),
+    }
+    for path, (name, data) in expected.items():
+        ok = document["paths"][path]["get"]["responses"]["200"]
+        assert ok["content"]["application/json"]["schema"] == {
+            "$ref": f"#/components/schemas/{name}"}, path
+        envelope = schemas[name]
+        assert envelope["properties"]["data"] == data, path
+        assert set(envelope["required"]) == {"success", "data", "message", "error"}
+
+
+def test_only_the_cached_lists_document_validators_and_every_route_the_guards(client) -> None:
+    document = client.get("/api/openapi.json").get_json()
+    cached = {"/api/v1/gpu/metrics", "/api/v1/gpu/processes"}
+    for path, item in document["paths"].items():
+        responses = item["get"]["responses"]
+        assert {"414", "431"} <= set(responses), path
+        assert ("304" in responses) == (path in cached), path
+        headers = set(responses["200"].get("headers", {}))
+        assert headers == ({"ETag", "Cache-Control", "Age", "Cache-Status"}
+                           if path in cached else set()), path
+    health = document["paths"]["/api/healthz"]["get"]["responses"]
+    assert set(health) == {"200", "400", "503", "414", "431"}
+    assert health["503"]["description"] == "Prometheus is unreachable, too slow or failing"
+
+
+def test_operation_leaves_the_view_itself_unchanged() -> None:
+    def view() -> str:
+        return "answer"
+
+    assert openapi.Operation("A view", ok="Fine")(view) is view
+    assert view() == "answer"
