@@ -37,8 +37,9 @@ run: venv  ## run the API under gunicorn against $$PROMETHEUS_URL
 test: venv prometheus  ## run every test, the real-Prometheus ones included
 	$(BIN)/pytest
 
-lint: venv  ## static checks
+lint: venv  ## static checks: ruff, and mypy over the files setup.cfg names
 	$(BIN)/ruff check .
+	$(BIN)/mypy
 
 bench: venv prometheus  ## cluster-scale benchmark (see bench/README.md)
 	$(BIN)/python -m bench

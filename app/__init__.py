@@ -49,7 +49,8 @@ def create_app(overrides: Mapping[str, str] | None = None) -> Flask:
     register_error_handlers(app)
     _register_access_log(app, state.stats)  # registered first, so it runs last and sees all
     _register_request_guards(app)
-    _register_compression(app, ByteBoundedLRU(config.cache_max_mb << 20, len))
+    compressed: ByteBoundedLRU[bytes] = ByteBoundedLRU(config.cache_max_mb << 20, len)
+    _register_compression(app, compressed)
     logger.info("serving GPU metrics from Prometheus at %s", state.prometheus.display_url)
     return app
 
@@ -122,7 +123,7 @@ def _register_request_guards(app: Flask) -> None:
 class _CompressedBodies:
     """flask-compress cache backend: compressed copies of cached bodies, keyed by ETag."""
 
-    def __init__(self, store: ByteBoundedLRU) -> None:
+    def __init__(self, store: ByteBoundedLRU[bytes]) -> None:
         self._store = store
 
     def get(self, key: str) -> bytes | None:

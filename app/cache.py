@@ -28,10 +28,13 @@ import time
 from collections.abc import Callable, Hashable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, replace
+from typing import Generic, TypeVar
 
 from cachetools import LRUCache
 
 from app.prometheus.errors import PrometheusError, PrometheusTimeoutError
+
+V = TypeVar("V")
 
 logger = logging.getLogger(__name__)
 
@@ -81,20 +84,20 @@ class RefreshOverdueError(PrometheusTimeoutError):
         self.waited = waited
 
 
-class ByteBoundedLRU:
+class ByteBoundedLRU(Generic[V]):
     """A thread-safe LRU map bounded by the total size of its values, in bytes."""
 
-    def __init__(self, max_bytes: int, size_of: Callable[[object], int]) -> None:
-        self._data: LRUCache[Hashable, object] = LRUCache(maxsize=max_bytes, getsizeof=size_of)
+    def __init__(self, max_bytes: int, size_of: Callable[[V], int]) -> None:
+        self._data: LRUCache[Hashable, V] = LRUCache(maxsize=max_bytes, getsizeof=size_of)
         self._max_bytes = max_bytes
         self._size_of = size_of
         self._lock = threading.Lock()
 
-    def get(self, key: Hashable) -> object | None:
+    def get(self, key: Hashable) -> V | None:
         with self._lock:
             return self._data.get(key)
 
-    def set(self, key: Hashable, value: object) -> None:
+    def set(self, key: Hashable, value: V) -> None:
         if self._size_of(value) > self._max_bytes:
             return  # larger than the whole cache: serve it, do not keep it
         with self._lock:
@@ -131,7 +134,8 @@ class ResponseCache:
         self.stale_for = stale_for
         self._clock = clock
         self._spawn = spawn
-        self._entries = ByteBoundedLRU(max_bytes, lambda slot: len(slot.entry.body))  # type: ignore[attr-defined]
+        self._entries: ByteBoundedLRU[_Slot] = ByteBoundedLRU(
+            max_bytes, lambda slot: len(slot.entry.body))
         self._lock = threading.Lock()
         self._inflight: dict[Hashable, _Flight] = {}
         self._refresher: ThreadPoolExecutor | None = None

@@ -237,8 +237,9 @@ def load_config(environ: Mapping[str, str]) -> Config:
             environ, "ENABLE_DEBUG_ENDPOINTS", _parse_bool, defaults.debug_endpoints
         ),
     )
-    config = replace(config, **_connection_settings(environ, config))
-    custom = _read(environ, "METRICS_MAPPING_FILE", lambda p: tuple(load_mapping_file(p)), ())
+    config = _with_connection_settings(environ, config)
+    custom: tuple[Dialect, ...] = _read(environ, "METRICS_MAPPING_FILE",
+                                        lambda p: tuple(load_mapping_file(p)), ())
     config = replace(
         config,
         custom_dialects=custom,
@@ -268,7 +269,7 @@ def load_config(environ: Mapping[str, str]) -> Config:
     return config
 
 
-def _connection_settings(environ: Mapping[str, str], defaults: Config) -> dict[str, object]:
+def _with_connection_settings(environ: Mapping[str, str], defaults: Config) -> Config:
     """Credentials, TLS and headers for Prometheus; values are never echoed in errors."""
     token = (environ.get("PROMETHEUS_BEARER_TOKEN") or "").strip() or None
     if token is not None and not is_sendable_token(token):
@@ -295,20 +296,21 @@ def _connection_settings(environ: Mapping[str, str], defaults: Config) -> dict[s
     key = _read(environ, "PROMETHEUS_CLIENT_KEY", _parse_readable_file, None)
     if bool(cert) != bool(key):
         raise ConfigError("PROMETHEUS_CLIENT_CERT and PROMETHEUS_CLIENT_KEY go together")
-    return {
-        "bearer_token": token,
-        "bearer_token_file": token_file,
-        "basic_auth": (username, password) if username and password is not None else None,
-        "ca_file": _read(environ, "PROMETHEUS_CA_FILE", _parse_readable_file, None),
-        "client_cert": (cert, key) if cert and key else None,
-        "tls_verify": not _read(environ, "PROMETHEUS_TLS_INSECURE_SKIP_VERIFY", _parse_bool,
-                                False),
-        "headers": _read(environ, "PROMETHEUS_HEADERS", _parse_headers, ()),
-        "prometheus_compression": _read(environ, "PROMETHEUS_COMPRESSION", _parse_compression,
-                                        defaults.prometheus_compression),
-        "max_response_mb": _read(environ, "PROMETHEUS_MAX_RESPONSE_MB",
-                                 lambda t: _parse_int(t, 1, 4096), defaults.max_response_mb),
-    }
+    return replace(
+        defaults,
+        bearer_token=token,
+        bearer_token_file=token_file,
+        basic_auth=(username, password) if username and password is not None else None,
+        ca_file=_read(environ, "PROMETHEUS_CA_FILE", _parse_readable_file, None),
+        client_cert=(cert, key) if cert and key else None,
+        tls_verify=not _read(environ, "PROMETHEUS_TLS_INSECURE_SKIP_VERIFY", _parse_bool,
+                             False),
+        headers=_read(environ, "PROMETHEUS_HEADERS", _parse_headers, defaults.headers),
+        prometheus_compression=_read(environ, "PROMETHEUS_COMPRESSION", _parse_compression,
+                                     defaults.prometheus_compression),
+        max_response_mb=_read(environ, "PROMETHEUS_MAX_RESPONSE_MB",
+                              lambda t: _parse_int(t, 1, 4096), defaults.max_response_mb),
+    )
 
 
 def configure_logging(level: str) -> None:

@@ -118,7 +118,7 @@ def detect(
     for dialect in candidates:
         if dialect.name not in live and not forced:
             continue
-        labels = frozenset()
+        labels: frozenset[str] = frozenset()
         if dialect.name in live:
             # Every GPU metric it has, not one: some label only some families carry
             # (dcgm 2.x writes a MIG instance's GPU_I_ID only on its PROF_* series).

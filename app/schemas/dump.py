@@ -36,9 +36,9 @@ def compile_dumper(schema: Schema) -> Dumper:
     for name, field in schema.fields.items():
         if isinstance(field, Timestamp):
             timestamps.append(field.data_key or name)
-        elif _is_list_of_nested(field):
+        elif (inner := _nested_items(field)) is not None:
             # A list of small objects (a GPU's pods): dumped by a dumper of its own.
-            nested.append((field.data_key or name, compile_dumper(field.inner.schema)))
+            nested.append((field.data_key or name, compile_dumper(inner.schema)))
         elif not isinstance(field, _PLAIN):
             raise TypeError(f"{type(field).__name__} ({name}) is not supported by the fast dump")
         keys.append(field.data_key or name)
@@ -62,6 +62,8 @@ def compile_dumper(schema: Schema) -> Dumper:
     return dump
 
 
-def _is_list_of_nested(field: fields.Field) -> bool:
-    return (isinstance(field, fields.List) and isinstance(field.inner, fields.Nested)
-            and not field.inner.many)
+def _nested_items(field: fields.Field) -> fields.Nested | None:
+    """The Nested field of a List(Nested(...)), else None."""
+    if isinstance(field, fields.List) and isinstance(field.inner, fields.Nested):
+        return None if field.inner.many else field.inner
+    return None

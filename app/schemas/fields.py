@@ -18,8 +18,8 @@ class Timestamp(fields.Field):
     """A Unix time in seconds, written as an RFC 3339 UTC string."""
 
     def __init__(self, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self.metadata.setdefault("format", "date-time")
+        metadata = {"format": "date-time", **kwargs.pop("metadata", {})}
+        super().__init__(metadata=metadata, **kwargs)
 
     def _serialize(self, value: Any, attr: str | None, obj: Any, **kwargs: Any) -> str | None:
         return None if value is None else rfc3339(float(value))

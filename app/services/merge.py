@@ -87,7 +87,7 @@ def borrow_pods(
 ) -> list[GpuProcess]:
     kept = []
     for row in rows:
-        keys = [("index", row.node_name, row.gpu_index)]
+        keys: list[tuple[object, ...]] = [("index", row.node_name, row.gpu_index)]
         if row.gpu_uuid:
             keys.insert(0, ("uuid", row.gpu_uuid.lower()))
         holder = next((holders[k] for k in keys if k in holders), None)
