@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+import ssl
 import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
@@ -200,6 +201,11 @@ def _parse_readable_file(text: str) -> str:
     return path
 
 
+# Values that may hold a secret (a URL's user:password, a header's API key): their
+# errors name the variable and say what is wrong, never what it holds.
+_SECRET_BEARING = frozenset({"PROMETHEUS_URL", "PROMETHEUS_HEADERS"})
+
+
 def _read(
     environ: Mapping[str, str], name: str, parse: Callable[[str], T], default: T
 ) -> T:
@@ -209,7 +215,8 @@ def _read(
     try:
         return parse(raw)
     except ValueError as exc:
-        raise ConfigError(f"{name}={raw!r} is invalid: {exc}") from None
+        shown = name if name in _SECRET_BEARING else f"{name}={raw!r}"
+        raise ConfigError(f"{shown} is invalid: {exc}") from None
 
 
 def load_config(environ: Mapping[str, str]) -> Config:
@@ -279,6 +286,8 @@ def _with_connection_settings(environ: Mapping[str, str], defaults: Config) -> C
     username = environ.get("PROMETHEUS_USERNAME") or None
     password = environ.get("PROMETHEUS_PASSWORD")
     password_file = _read(environ, "PROMETHEUS_PASSWORD_FILE", _parse_readable_file, None)
+    if password is not None and password_file:
+        raise ConfigError("set PROMETHEUS_PASSWORD or PROMETHEUS_PASSWORD_FILE, not both")
     if password_file:
         with open(password_file, encoding="utf-8") as handle:
             password = handle.read().strip()
@@ -286,7 +295,16 @@ def _with_connection_settings(environ: Mapping[str, str], defaults: Config) -> C
         raise ConfigError("set PROMETHEUS_BEARER_TOKEN or PROMETHEUS_BEARER_TOKEN_FILE, "
                           "not both")
     if username and (token or token_file):
-        raise ConfigError("set a bearer token or PROMETHEUS_USERNAME/PASSWORD, not both")
+        raise ConfigError("set a bearer token (PROMETHEUS_BEARER_TOKEN or "
+                          "PROMETHEUS_BEARER_TOKEN_FILE) or PROMETHEUS_USERNAME/PASSWORD, "
+                          "not both")
+    if urlsplit(defaults.prometheus_url).username is not None and (username or token
+                                                                    or token_file):
+        raise ConfigError("PROMETHEUS_URL carries credentials (user:password@): set them there "
+                          "or in PROMETHEUS_USERNAME/PASSWORD or a bearer token, not both")
+    if password is not None and not _latin1(password):
+        raise ConfigError("PROMETHEUS_PASSWORD holds characters HTTP basic auth cannot carry "
+                          "(only Latin-1 text is sent)")
     if username and password is None:
         raise ConfigError("PROMETHEUS_USERNAME needs PROMETHEUS_PASSWORD or "
                           "PROMETHEUS_PASSWORD_FILE")
@@ -296,12 +314,14 @@ def _with_connection_settings(environ: Mapping[str, str], defaults: Config) -> C
     key = _read(environ, "PROMETHEUS_CLIENT_KEY", _parse_readable_file, None)
     if bool(cert) != bool(key):
         raise ConfigError("PROMETHEUS_CLIENT_CERT and PROMETHEUS_CLIENT_KEY go together")
+    ca_file = _read(environ, "PROMETHEUS_CA_FILE", _parse_readable_file, None)
+    _check_tls_files(ca_file, (cert, key) if cert and key else None)
     return replace(
         defaults,
         bearer_token=token,
         bearer_token_file=token_file,
         basic_auth=(username, password) if username and password is not None else None,
-        ca_file=_read(environ, "PROMETHEUS_CA_FILE", _parse_readable_file, None),
+        ca_file=ca_file,
         client_cert=(cert, key) if cert and key else None,
         tls_verify=not _read(environ, "PROMETHEUS_TLS_INSECURE_SKIP_VERIFY", _parse_bool,
                              False),
@@ -311,6 +331,32 @@ def _with_connection_settings(environ: Mapping[str, str], defaults: Config) -> C
         max_response_mb=_read(environ, "PROMETHEUS_MAX_RESPONSE_MB",
                               lambda t: _parse_int(t, 1, 4096), defaults.max_response_mb),
     )
+
+
+def _latin1(text: str) -> bool:
+    try:
+        text.encode("latin-1")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _check_tls_files(ca_file: str | None, client_cert: tuple[str, str] | None) -> None:
+    """Load the CA bundle and the client key pair once, so a file that cannot work stops
+    start-up instead of failing every request with a TLS error."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    if ca_file:
+        try:
+            context.load_verify_locations(cafile=ca_file)
+        except ssl.SSLError as exc:
+            raise ConfigError(f"PROMETHEUS_CA_FILE holds no usable certificate ({exc.reason})"
+                              ) from None
+    if client_cert:
+        try:
+            context.load_cert_chain(*client_cert)
+        except ssl.SSLError as exc:
+            raise ConfigError("PROMETHEUS_CLIENT_CERT and PROMETHEUS_CLIENT_KEY are not a "
+                              f"certificate and its private key ({exc.reason})") from None
 
 
 def configure_logging(level: str) -> None:

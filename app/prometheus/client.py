@@ -5,8 +5,10 @@ from __future__ import annotations
 import logging
 import os
 import re
+import ssl
 import threading
 import time
+import warnings
 from collections.abc import Callable, Hashable, Iterator, Mapping, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
@@ -16,6 +18,7 @@ from urllib.parse import urlsplit, urlunsplit
 import orjson
 import requests
 from requests.adapters import HTTPAdapter
+from urllib3.exceptions import InsecureRequestWarning
 from urllib3.util.retry import Retry
 
 from app.prometheus.auth import BearerTokenAuth
@@ -261,6 +264,9 @@ class PrometheusClient:
         session.mount("http://", HTTPAdapter(max_retries=retry, pool_maxsize=4))
         session.mount("https://", HTTPAdapter(max_retries=retry, pool_maxsize=4))
         session.verify = settings.verify
+        if settings.verify is False:
+            # The app says so once at start-up; urllib3 would warn on every request.
+            warnings.filterwarnings("ignore", category=InsecureRequestWarning)
         session.cert = settings.client_cert
         session.trust_env = False  # the URL we were given is the one we use
         if settings.basic_auth is not None:
@@ -383,9 +389,47 @@ def _is_read_timeout(exc: BaseException) -> bool:
 _USERINFO = re.compile(r"//[^/@\s]*@")
 
 
+# TLS alerts and errors, by OpenSSL's reason code, in words that say what to fix.
+_TLS_REASONS = {
+    "TLSV13_ALERT_CERTIFICATE_REQUIRED": "the server wants a client certificate "
+                                         "(PROMETHEUS_CLIENT_CERT and PROMETHEUS_CLIENT_KEY)",
+    "SSLV3_ALERT_HANDSHAKE_FAILURE": "the TLS handshake was refused (does the server want a "
+                                     "client certificate?)",
+    "TLSV1_ALERT_UNKNOWN_CA": "the server does not trust our client certificate's CA",
+    "SSLV3_ALERT_BAD_CERTIFICATE": "the server refused our client certificate",
+    "SSLV3_ALERT_CERTIFICATE_UNKNOWN": "the server refused our client certificate",
+    "CERTIFICATE_VERIFY_FAILED": "certificate verify failed",
+    "WRONG_VERSION_NUMBER": "the server does not speak TLS there (http:// instead?)",
+}
+
+
+def _tls_reason(exc: BaseException) -> str | None:
+    """Plain words for the TLS error at the root of `exc`, if there is one."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, ssl.SSLEOFError):
+            # The server hung up mid-handshake: most often, a client certificate it wanted.
+            return ("the server closed the TLS handshake (does it want a client certificate? "
+                    "PROMETHEUS_CLIENT_CERT and PROMETHEUS_CLIENT_KEY)")
+        if isinstance(current, ssl.SSLError):
+            reason = getattr(current, "reason", None) or ""
+            return _TLS_REASONS.get(reason, f"TLS error ({reason or current})")
+        # urllib3's MaxRetryError keeps its cause in .reason, not in __cause__.
+        nested = getattr(current, "reason", None)
+        current = nested if isinstance(nested, BaseException) else (
+            current.__cause__ or current.__context__ or
+            next((a for a in current.args if isinstance(a, BaseException)), None))
+    return None
+
+
 def _short_reason(exc: BaseException) -> str:
     # urllib3 wraps the root cause several times; the innermost words are the useful ones.
     # Its text may quote the URL: credentials in it are cut out.
+    tls = _tls_reason(exc)
+    if tls is not None:
+        return tls
     text = _USERINFO.sub("//", str(exc))
     for marker in ("Connection refused", "Name or service not known", "No route to host",
                    "Connection reset", "Remote end closed", "certificate verify failed",
