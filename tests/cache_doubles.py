@@ -1,4 +1,5 @@
-"""Test doubles for the response cache: a clock that moves when told, a held background."""
+"""Test doubles for time-driven code (the cache, dialect detection): a clock that moves when
+told, and background work held until the test runs it."""
 
 from __future__ import annotations
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
 from app.dialects.model import DERIVED_ONLY_FIELDS, Dialect, Source
@@ -79,15 +79,13 @@ class GpuJoin:
             else:
                 self._apply_samples(field, source, series_list)
 
-    def _apply_samples(self, field: str, source: Source,
-                       series_list: list[dict[str, Any]]) -> None:
+    def _rows_of(self, series_list: list[dict[str, Any]]
+                 ) -> Iterator[tuple[GpuKey, Gpu, Labels, Any]]:
+        """Each series' GPU key, row (created as needed, its sample time noted), labels and
+        raw value; series that name no GPU are passed over."""
         rows = self.table.rows
         key_of = self.reader.key
         table = self.table
-        reserved = self.reserved
-        as_int = field in MEMORY_FIELDS
-        percent = field in PERCENT_FIELDS
-        scale = source.scale
         for series in series_list:
             labels = series["metric"]
             gpu_key = key_of(labels)
@@ -100,6 +98,15 @@ class GpuJoin:
             timestamp = float(timestamp)  # raises on garbage: see reading_samples
             if row.timestamp is None or timestamp > row.timestamp:
                 row.timestamp = timestamp
+            yield gpu_key, row, labels, raw
+
+    def _apply_samples(self, field: str, source: Source,
+                       series_list: list[dict[str, Any]]) -> None:
+        reserved = self.reserved
+        as_int = field in MEMORY_FIELDS
+        percent = field in PERCENT_FIELDS
+        scale = source.scale
+        for gpu_key, row, _, raw in self._rows_of(series_list):
             try:
                 value = float(raw)
             except (TypeError, ValueError):
@@ -125,26 +132,13 @@ class GpuJoin:
         none does, they are copies of the device's value, and the GPU's value is their max.
         """
         rows = self.table.rows
-        table = self.table
         reader = self.reader
-        key_of = reader.key
         pod_of = reader.pod
         as_int = field in MEMORY_FIELDS
         scale = source.scale
         devices: set[GpuKey] = set()
         on_pods: list[tuple[GpuKey, Labels, float | None]] = []
-        for series in series_list:
-            labels = series["metric"]
-            gpu_key = key_of(labels)
-            if gpu_key is None:
-                continue
-            row = rows.get(gpu_key) or table.get(labels)
-            if row is None:
-                continue
-            timestamp, raw = series["value"]
-            timestamp = float(timestamp)  # raises on garbage: see reading_samples
-            if row.timestamp is None or timestamp > row.timestamp:
-                row.timestamp = timestamp
+        for gpu_key, row, labels, raw in self._rows_of(series_list):
             value = number(raw)
             if value is not None:
                 value = canonical(field, value * scale, as_int=as_int)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 
@@ -82,34 +81,27 @@ class Gpu:
     timestamp: float | None = None
 
     # The original frontend's view of `pods`: each attribute comma-joined, None when empty.
-    # (Read for every row of every list: one pod, the common case, takes no join.)
     @property
     def pod(self) -> str | None:
         """The pods holding the GPU, comma-separated."""
-        pods = self.pods
-        if len(pods) < 2:
-            return pods[0].pod if pods else None
-        return _joined(p.pod for p in pods)
+        return _joined(self.pods, "pod")
 
     @property
     def namespace(self) -> str | None:
         """Their namespaces, comma-separated, each once."""
-        pods = self.pods
-        if len(pods) < 2:
-            return pods[0].namespace if pods else None
-        return _joined(p.namespace for p in pods)
+        return _joined(self.pods, "namespace")
 
     @property
     def container(self) -> str | None:
         """Their containers, comma-separated, each once."""
-        pods = self.pods
-        if len(pods) < 2:
-            return pods[0].container if pods else None
-        return _joined(p.container for p in pods)
+        return _joined(self.pods, "container")
 
 
-def _joined(values: Iterable[str | None]) -> str | None:
-    return ",".join(dict.fromkeys(v for v in values if v)) or None
+def _joined(pods: list[PodShare], attribute: str) -> str | None:
+    # Read for every row of every list: one pod, the common case, takes no join.
+    if len(pods) < 2:
+        return getattr(pods[0], attribute) if pods else None
+    return ",".join(dict.fromkeys(v for p in pods if (v := getattr(p, attribute)))) or None
 
 
 @dataclass(slots=True)

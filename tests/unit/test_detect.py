@@ -22,6 +22,7 @@ from app.dialects.detect import (
 )
 from app.prometheus.client import ClientSettings, PrometheusClient
 from app.prometheus.errors import PrometheusTimeoutError, PrometheusUnavailableError
+from tests.cache_doubles import FakeClock
 from tests.factories import api_body
 from tests.fakes import PROM_URL, FakePrometheus
 
@@ -186,19 +187,6 @@ def test_detect_keeps_every_lookup_within_one_deadline(prom: PrometheusClient) -
 REFRESH_S = 300.0
 RETRY_S = 15.0
 WAIT_S = 5.0  # a bound for waits in these tests; none of them should come near it
-
-
-class FakeClock:
-    """A monotonic clock the test moves by hand."""
-
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
 
 
 def detection(tag: str) -> Detection:
