@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any
+from typing import TypedDict
 
 import orjson
 
@@ -31,6 +31,39 @@ PATH = "/api/v1/gpu/metrics"
 IDENTITY = {"Accept-Encoding": "identity"}
 # What a worker logs when its detection is done (app/dialects/detect.py).
 _DETECTED = re.compile(rb"reading GPU metrics as: .*?(?:\(detected in (\d+) ms\))?$", re.M)
+
+
+class FirstStart(TypedDict):
+    """One fresh start: its first GPU list, the floor around it, what the workers had done."""
+
+    first_request_ms: float
+    floor_before_ms: float
+    floor_after_ms: float
+    status: int
+    gpus: int | None
+    sent_after_livez_s: float
+    live_after_start_s: float
+    workers_detected_before_request: int
+    detection_ms_in_workers: list[int]
+    served_by_worker: int | None
+    workers: list[int]
+    ratio_to_floor: float | None
+
+
+class FirstRequestResult(TypedDict):
+    """Several fresh starts: p50s of the first requests and the floors, and checks."""
+
+    starts: int
+    delay_after_livez_s: float
+    first_request: dict[str, float]  # a Summary as a dict
+    floor: dict[str, float]
+    p50_over_floor_p50: float | None
+    per_start_ratio_p50: float | None
+    all_200: bool
+    expected_gpus: int
+    all_gpus_present: bool
+    all_workers_detected_before_request: bool
+    rounds: list[FirstStart]
 
 
 def _timed(call: Callable[[], object]) -> float:
@@ -49,11 +82,11 @@ def _detections(service: GunicornService) -> list[int | None]:
 
 
 def _one_start(name: str, world: World, floor: FloorClient, log_dir: Path,
-               delay_s: float) -> dict[str, Any]:
+               delay_s: float) -> FirstStart:
     """Floor, fresh gunicorn, its first GPU list `delay_s` after livez, floor again."""
     floor_before = _timed(floor.fetch)
     with GunicornService(name, world.prometheus_url, log_dir) as service:
-        assert service.live_at is not None
+        assert service.started_at is not None and service.live_at is not None
         # The protocol, not a synchronization: the request comes this long after livez.
         time.sleep(max(0.0, service.live_at + delay_s - time.monotonic()))
         detected = _detections(service)
@@ -71,10 +104,12 @@ def _one_start(name: str, world: World, floor: FloorClient, log_dir: Path,
         gpus = None
         if reply.status == 200:
             gpus = len(orjson.loads(reply.body).get("data") or [])
-        out = {
-            "first_request_ms": round(elapsed * 1000, 1),
-            "floor_before_ms": round(floor_before * 1000, 1),
-            "floor_after_ms": round(floor_after * 1000, 1),
+        first_ms = round(elapsed * 1000, 1)
+        before_ms, after_ms = round(floor_before * 1000, 1), round(floor_after * 1000, 1)
+        out: FirstStart = {
+            "first_request_ms": first_ms,
+            "floor_before_ms": before_ms,
+            "floor_after_ms": after_ms,
             "status": reply.status,
             "gpus": gpus,
             "sent_after_livez_s": round(sent_after, 2),
@@ -84,9 +119,8 @@ def _one_start(name: str, world: World, floor: FloorClient, log_dir: Path,
             "detection_ms_in_workers": [ms for ms in detected if ms is not None],
             "served_by_worker": worker,
             "workers": service.worker_pids(),
+            "ratio_to_floor": ratio(first_ms, (before_ms + after_ms) / 2),
         }
-        out["ratio_to_floor"] = ratio(out["first_request_ms"],
-                                      (out["floor_before_ms"] + out["floor_after_ms"]) / 2)
     logger.info("%s: first request %.0f ms (floor %.0f / %.0f ms); %d workers had detected",
                 name, out["first_request_ms"], out["floor_before_ms"], out["floor_after_ms"],
                 out["workers_detected_before_request"])
@@ -94,7 +128,7 @@ def _one_start(name: str, world: World, floor: FloorClient, log_dir: Path,
 
 
 def measure(world: World, floor: FloorClient, log_dir: Path, *, starts: int,
-            delay_s: float, workers: int = 2) -> dict[str, Any]:
+            delay_s: float, workers: int = 2) -> FirstRequestResult:
     """Several fresh starts; the first requests' and the floors' p50 and their ratio."""
     rounds = [_one_start(f"first-request-{world.size.label}-{i + 1}", world, floor, log_dir,
                          delay_s) for i in range(starts)]

@@ -13,6 +13,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
+from typing import BinaryIO
 
 import psutil
 
@@ -154,7 +155,7 @@ class GunicornService:
         self.port = 0
         self.process: subprocess.Popen[bytes] | None = None
         self.sampler: RssSampler | None = None
-        self._log_file = None
+        self._log_file: BinaryIO | None = None
         self.seen_workers: set[int] = set()
         # time.monotonic() when gunicorn was started, and when /api/livez first answered.
         self.started_at: float | None = None

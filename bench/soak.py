@@ -28,6 +28,7 @@ from collections import Counter
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NotRequired, TypedDict
 
 import psutil
 import requests
@@ -50,6 +51,52 @@ MIX = [
     (5, "conditional"),  # If-None-Match with the last ETag seen
     (5, "/api/v1/gpu/metrics?node="),  # bad input: must be a 400 envelope
 ]
+
+
+class WorkerStats(TypedDict):
+    """One gunicorn worker's RSS (MB), open file descriptors and threads."""
+
+    pid: int
+    rss_mb: float
+    fds: int
+    threads: int
+
+
+class Interval(TypedDict):
+    """One reporting interval's line of the report."""
+
+    t_s: int
+    requests_per_s: float
+    p50_ms: float
+    p99_ms: float
+    wrong: int
+    outage_answers: int
+    workers: list[WorkerStats]
+
+
+class Totals(TypedDict):
+    """The whole run's figures."""
+
+    requests: int
+    requests_per_s: float
+    p50_ms: float
+    p90_ms: float
+    p99_ms: float
+    statuses: dict[int, int]
+    wrong: dict[str, int]
+    service_alive: bool
+
+
+class SoakReport(TypedDict):
+    """What `--out` writes: the settings, every interval and the totals."""
+
+    clients: int
+    duration_s: float
+    gpus: int
+    outage: str | None
+    cpus: int | None
+    intervals: list[Interval]
+    total: NotRequired[Totals]
 
 
 @dataclass
@@ -138,9 +185,9 @@ def client_loop(base: str, recorder: Recorder, stop_at: float, seed: int) -> Non
             recorder.record(time.perf_counter() - started, status, failure)
 
 
-def worker_stats(master: psutil.Process) -> list[dict[str, float]]:
+def worker_stats(master: psutil.Process) -> list[WorkerStats]:
     """RSS (MB), open fds and threads of each gunicorn worker."""
-    stats = []
+    stats: list[WorkerStats] = []
     for child in master.children():
         try:
             stats.append({"pid": child.pid, "rss_mb": round(child.memory_info().rss / 2**20, 1),
@@ -184,9 +231,9 @@ def main(argv: list[str] | None = None) -> int:
     outage = tuple(float(x) for x in args.outage.split(":")) if args.outage else None
 
     spec = ClusterSpec(nodes=args.nodes, gpus_per_node=8, seed=5, shared_gpus=4)
-    report: dict[str, object] = {"clients": args.clients, "duration_s": args.duration,
-                                 "gpus": args.nodes * 8, "outage": args.outage,
-                                 "cpus": os.cpu_count(), "intervals": []}
+    report: SoakReport = {"clients": args.clients, "duration_s": args.duration,
+                          "gpus": args.nodes * 8, "outage": args.outage,
+                          "cpus": os.cpu_count(), "intervals": []}
     with ExitStack() as stack:
         targets = []
         for dialect in ("dcgm", "nvitop"):
@@ -244,7 +291,7 @@ def main(argv: list[str] | None = None) -> int:
                 next_report += REPORT_EVERY_S
                 window = recorder.take_window()
                 workers = worker_stats(master)
-                row = {
+                row: Interval = {
                     "t_s": round(now),
                     "requests_per_s": round(len(window.latencies) / REPORT_EVERY_S, 1),
                     "p50_ms": round(percentile(window.latencies, 50) * 1000, 1),
@@ -253,7 +300,7 @@ def main(argv: list[str] | None = None) -> int:
                     "outage_answers": window.statuses[503] + window.statuses[504],
                     "workers": workers,
                 }
-                report["intervals"].append(row)  # type: ignore[union-attr]
+                report["intervals"].append(row)
                 print(f"{row['t_s']:>4} {row['requests_per_s']:>7} {row['p50_ms']:>7} "
                       f"{row['p99_ms']:>7} {row['wrong']:>4} {row['outage_answers']:>4} "
                       f"{'/'.join(str(w['rss_mb']) for w in workers):>13} "
@@ -263,7 +310,7 @@ def main(argv: list[str] | None = None) -> int:
         for thread in threads:
             thread.join(timeout=35)
         total = recorder.total
-        report["total"] = {
+        totals: Totals = {
             "requests": len(total.latencies),
             "requests_per_s": round(len(total.latencies) / args.duration, 1),
             "p50_ms": round(percentile(total.latencies, 50) * 1000, 1),
@@ -273,7 +320,8 @@ def main(argv: list[str] | None = None) -> int:
             "wrong": dict(total.failures),
             "service_alive": service.poll() is None,
         }
-        print(json.dumps(report["total"], indent=1))
+        report["total"] = totals
+        print(json.dumps(totals, indent=1))
         if args.out:
             Path(args.out).parent.mkdir(parents=True, exist_ok=True)
             Path(args.out).write_text(json.dumps(report, indent=1))

@@ -11,15 +11,13 @@ from __future__ import annotations
 import contextlib
 import cProfile
 import gc
-import io
 import logging
-import pstats
 import runpy
 import statistics
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, ParamSpec, TypedDict, TypeVar
 
 import orjson
 
@@ -30,17 +28,30 @@ from app.prometheus.client import QueryResult
 from app.schemas.gpu import GpuSchema
 from app.services.gpu_join import join_gpus
 from app.services.gpus import list_gpus
-from app.services.records import GpuFilters
+from app.services.records import Gpu, GpuFilters
 from bench.floor import FloorClient, Plan
 
 logger = logging.getLogger(__name__)
 ROOT = Path(__file__).resolve().parent.parent
 MESSAGE = "GPU metrics retrieved successfully"
 T = TypeVar("T")
+P = ParamSpec("P")
+# Prometheus' answers keyed like the service's fan-out: (dialect name, *query key).
+Results = dict[tuple[str, ...], QueryResult]
+Dump = Callable[[list[Gpu]], list[dict[str, Any]]]
 _MARSHMALLOW = GpuSchema(many=True)
 
 
-def _parse(bodies: dict[tuple[str, ...], bytes]) -> dict[tuple[str, ...], QueryResult]:
+class ProfileRow(TypedDict):
+    """One function of the profile: where it is, how often it ran, its own and total time."""
+
+    function: str
+    calls: int
+    own_ms: float
+    cumulative_ms: float
+
+
+def _parse(bodies: dict[tuple[str, ...], bytes]) -> Results:
     results = {}
     for key, body in bodies.items():
         data = orjson.loads(body)["data"]
@@ -59,7 +70,7 @@ def measure(plan: Plan, floor: FloorClient, *, count: int = 7,
     filters = GpuFilters()
     dump, facts_dump = view_dumper()
 
-    def join(results: dict[tuple[str, ...], QueryResult]) -> list[Any]:
+    def join(results: Results) -> list[Gpu]:
         rows = []
         for dialect in plan.dialects:
             mine = {key[1:]: r for key, r in results.items() if key[0] == dialect.name}
@@ -92,41 +103,46 @@ def measure(plan: Plan, floor: FloorClient, *, count: int = 7,
     return {**stages, **facts, "profile_top": profile}
 
 
-def _rounds(plan: Plan, floor: FloorClient, join: Callable[[Any], list[Any]],
-            dump: Callable[[list[Any]], list[dict[str, Any]]], produce: Callable[[], bytes],
+def _rounds(plan: Plan, floor: FloorClient, join: Callable[[Results], list[Gpu]],
+            dump: Dump, produce: Callable[[], bytes],
             samples: dict[str, list[float]], facts: dict[str, Any], count: int,
             budget_s: float) -> None:
     """Run `count` rounds (or until `budget_s`), each step once per round, order rotating."""
     clock = _Clock(samples)
     split_join = _split_join(plan, clock)
-    validate = plan.client.parse_result
+
+    def validate(payloads: list[dict[str, Any]]) -> list[QueryResult]:
+        return [plan.client.parse_result(p) for p in payloads]
+
+    def cpu_stages(bodies: dict[tuple[str, ...], bytes]) -> list[dict[str, Any]]:
+        return dump(join(_parse(bodies)))
 
     def pipeline() -> None:
+        # Arguments, not closures: each stage's input is freed by the `del` after it.
         bodies = clock.time("fetch_raw_ms", floor.fetch)
-        results = clock.time("parse_only_ms", lambda b=bodies: _parse(b))
+        results = clock.time("parse_only_ms", _parse, bodies)
         facts["series_per_query"] = {"/".join(k): len(r.series) for k, r in results.items()}
-        gpus = clock.time("join_ms", lambda r=results: join(r))
+        gpus = clock.time("join_ms", join, results)
         if split_join is not None:
             split_join(results)
         del results
-        data = clock.time("dump_ms", lambda g=gpus: dump(g))
+        data = clock.time("dump_ms", dump, gpus)
         # For reference: the schema's own dump, which the view used before compile_dumper.
-        clock.time("dump_marshmallow_ms", lambda g=gpus: _MARSHMALLOW.dump(g))
+        clock.time("dump_marshmallow_ms", _MARSHMALLOW.dump, gpus)
         facts["gpus"] = len(gpus)
         del gpus
-        body = clock.time("json_ms", lambda d=data: envelope_bytes(d, MESSAGE))
+        body = clock.time("json_ms", envelope_bytes, data, MESSAGE)
         del data
-        clock.time("etag_ms", lambda b=body: make_entry(b))
+        clock.time("etag_ms", make_entry, body)
         facts["body_bytes"] = len(body)
         facts["prometheus_bytes"] = sum(len(b) for b in bodies.values())
         payloads = [orjson.loads(b) for b in bodies.values()]
-        clock.time("validate_ms", lambda ps=payloads: [validate(p) for p in ps])
+        clock.time("validate_ms", validate, payloads)
         del payloads
         # The same CPU stages with the cyclic GC off: how much of them is collection.
         gc.disable()
         try:
-            clock.time("parse_join_dump_gc_off_ms",
-                       lambda b=bodies: dump(join(_parse(b))))
+            clock.time("parse_join_dump_gc_off_ms", cpu_stages, bodies)
         finally:
             gc.enable()
 
@@ -148,7 +164,7 @@ def _rounds(plan: Plan, floor: FloorClient, join: Callable[[Any], list[Any]],
             step()
 
 
-def _split_join(plan: Plan, clock: _Clock) -> Callable[[Any], None] | None:
+def _split_join(plan: Plan, clock: _Clock) -> Callable[[Results], None] | None:
     """Time the incremental join's two halves, if the app has one (GpuJoin).
 
     The service feeds each answer to `add` as it arrives, overlapping with Prometheus;
@@ -160,7 +176,7 @@ def _split_join(plan: Plan, clock: _Clock) -> Callable[[Any], None] | None:
         return None
     filters = GpuFilters()
 
-    def run(results: dict[tuple[str, ...], QueryResult]) -> None:
+    def run(results: Results) -> None:
         joins = []
         t0 = time.perf_counter()
         for dialect in plan.dialects:
@@ -179,7 +195,7 @@ def _split_join(plan: Plan, clock: _Clock) -> Callable[[Any], None] | None:
     return run
 
 
-def view_dumper() -> tuple[Callable[[list[Any]], list[dict[str, Any]]], str]:
+def view_dumper() -> tuple[Dump, str]:
     """The function the GPU view dumps rows with."""
     return dump_gpus, f"{dump_gpus.__module__}.{dump_gpus.__qualname__}"
 
@@ -219,14 +235,15 @@ class _Clock:
     def add(self, name: str, seconds: float) -> None:
         self._samples[name].append(seconds)
 
-    def time(self, name: str, call: Callable[[], T]) -> T:
+    def time(self, name: str, call: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+        """Return `call(*args, **kwargs)`, adding its duration to `name`'s samples."""
         t0 = time.perf_counter()
-        result = call()
+        result = call(*args, **kwargs)
         self._samples[name].append(time.perf_counter() - t0)
         return result
 
 
-def _profile(call: Callable[[], object], top: int = 15) -> list[dict[str, Any]]:
+def _profile(call: Callable[[], object], top: int = 15) -> list[ProfileRow]:
     """cProfile one run of parse + join + dump; the heaviest functions by own time.
 
     The profiler's own overhead inflates many small calls; read it for proportions and
@@ -238,9 +255,10 @@ def _profile(call: Callable[[], object], top: int = 15) -> list[dict[str, Any]]:
         call()
     finally:
         profiler.disable()
-    stats = pstats.Stats(profiler, stream=io.StringIO())
-    rows = []
-    for (filename, line, name), (_, ncalls, tottime, cumtime, _) in stats.stats.items():  # type: ignore[attr-defined]
+    # What pstats.Stats reads: {(file, line, name): (cc, nc, tottime, cumtime, callers)}.
+    profiler.create_stats()
+    rows: list[ProfileRow] = []
+    for (filename, line, name), (_, ncalls, tottime, cumtime, _) in profiler.stats.items():
         rows.append({
             "function": f"{_short(filename)}:{line}({name})",
             "calls": ncalls,

@@ -153,10 +153,11 @@ class World:
 
     def scrape_health(self) -> dict[str, Any]:
         """Scrape duration, samples and up of the exporter's targets, as Prometheus saw them."""
-        assert self.prometheus is not None
+        prometheus = self.prometheus
+        assert prometheus is not None
 
         def scalar(promql: str) -> float | None:
-            result = self.prometheus.query(promql).get("data", {}).get("result", [])  # type: ignore[union-attr]
+            result = prometheus.query(promql).get("data", {}).get("result", [])
             return float(result[0]["value"][1]) if result else None
 
         job = 'job=~"gpu-exporter.*"'

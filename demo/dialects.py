@@ -283,8 +283,9 @@ def _dcgm(
         pods = gpu.pods[:1] if sharing == "single" else gpu.pods
         if pods and sharing == "per-process":
             for name in _PER_POD_SHARES:  # the device's own, pod-less series
-                if whole[name] is not None:
-                    out.add(name, base, whole[name])
+                value = whole[name]
+                if value is not None:
+                    out.add(name, base, value)
         if not pods:
             for name, value in whole.items():
                 if value is not None:
@@ -433,9 +434,9 @@ def _kube_state_metrics(rows: Sequence[SimGpu]) -> str:
         pods.setdefault(("gpu-operator", exporter_pod(gpu.node)), gpu.node)
         for pod in gpu.pods:
             pods.setdefault((pod.namespace, pod.pod), gpu.node)
-    for (namespace, pod), node in pods.items():
-        uid = f"{zlib.crc32(f'{namespace}/{pod}'.encode()):08x}-0000-4000-8000-000000000000"
-        labels = _labels([("namespace", namespace), ("pod", pod), ("uid", uid),
+    for (namespace, pod_name), node in pods.items():
+        uid = f"{zlib.crc32(f'{namespace}/{pod_name}'.encode()):08x}-0000-4000-8000-000000000000"
+        labels = _labels([("namespace", namespace), ("pod", pod_name), ("uid", uid),
                           ("host_ip", "10.0.0.1"), ("pod_ip", "10.1.0.1"), ("node", node),
                           ("created_by_kind", ""), ("created_by_name", ""),
                           ("priority_class", ""), ("host_network", "false")])
