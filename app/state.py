@@ -17,7 +17,8 @@ from flask import current_app
 
 from app.cache import Clock, ResponseCache, Spawn
 from app.config import Config
-from app.dialects.detect import Detection, DialectSelector
+from app.dialects.detect import Detection
+from app.dialects.selector import DialectSelector
 from app.prometheus.client import PrometheusClient
 
 logger = logging.getLogger(__name__)

@@ -4,11 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import os
-import threading
 import time
-from collections.abc import Callable, Collection, Sequence
-from concurrent.futures import Future
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 
 from app.dialects.model import (
@@ -20,7 +17,6 @@ from app.dialects.model import (
 )
 from app.dialects.nodes import fit_node_names
 from app.prometheus.client import PrometheusClient
-from app.prometheus.errors import PrometheusError, PrometheusTimeoutError
 from app.prometheus.promql import quote, regex_literal
 
 logger = logging.getLogger(__name__)
@@ -68,6 +64,36 @@ def probe_metrics(dialect: Dialect, names: Collection[str]) -> tuple[str, ...]:
     return tuple(m for m in (gpu, process) if m is not None)
 
 
+def _live_dialects(
+    prom: PrometheusClient, candidates: Sequence[Dialect], every_name: frozenset[str],
+    deadline: float,
+) -> tuple[dict[str, int], dict[str, frozenset[str]]]:
+    """Count each dialect's probe metrics' live series; return the counts, and for every
+    dialect with live GPU series, its metrics that exist."""
+    wanted = {m for d in candidates for m in d.gpu_metric_names() + d.process_metric_names()}
+    names = wanted & every_name
+    probes = {d.name: probe_metrics(d, names) for d in candidates}
+    counts: dict[str, int] = {}
+    to_count = sorted({m for found in probes.values() for m in found})
+    if to_count:
+        result = prom.query(count_series_query(to_count), deadline=deadline)
+        for series in result.series:
+            name = series["metric"].get("__name__")
+            try:
+                counts[name] = int(float(series["value"][1]))
+            except (TypeError, ValueError, IndexError):
+                continue
+    live: dict[str, frozenset[str]] = {}
+    for dialect in candidates:
+        gpu_probe = probes[dialect.name][:1]
+        if gpu_probe and counts.get(gpu_probe[0]):
+            own = set(dialect.gpu_metric_names())
+            if any(counts.get(m) for m in probes[dialect.name][1:]):
+                own.update(dialect.process_metric_names())  # their series are live too
+            live[dialect.name] = frozenset(names & own)
+    return counts, live
+
+
 def detect(
     prom: PrometheusClient,
     candidates: Sequence[Dialect],
@@ -87,30 +113,9 @@ def detect(
     started = time.monotonic()
     if deadline is None:
         deadline = started + prom.settings.deadline
-    wanted = {m for d in candidates for m in d.gpu_metric_names() + d.process_metric_names()}
     every_name = frozenset(prom.label_values("__name__", lookback_s=DETECT_LOOKBACK_S,
                                              deadline=deadline))
-    names = wanted & every_name
-    probes = {d.name: probe_metrics(d, names) for d in candidates}
-    counts: dict[str, int] = {}
-    to_count = sorted({m for found in probes.values() for m in found})
-    if to_count:
-        result = prom.query(count_series_query(to_count), deadline=deadline)
-        for series in result.series:
-            name = series["metric"].get("__name__")
-            try:
-                counts[name] = int(float(series["value"][1]))
-            except (TypeError, ValueError, IndexError):
-                continue
-    live: dict[str, frozenset[str]] = {}  # live dialect -> its metrics that exist
-    for dialect in candidates:
-        gpu_probe = probes[dialect.name][:1]
-        if gpu_probe and counts.get(gpu_probe[0]):
-            own = set(dialect.gpu_metric_names())
-            process = [m for m in probes[dialect.name][1:] if counts.get(m)]
-            if process:  # process names without live series say nothing
-                own.update(dialect.process_metric_names())
-            live[dialect.name] = frozenset(names & own)
+    counts, live = _live_dialects(prom, candidates, every_name, deadline)
     present = frozenset().union(*live.values())
     chosen: list[Dialect] = []
     label_names: dict[str, frozenset[str]] = {}
@@ -132,10 +137,10 @@ def detect(
             fitted, node_notes = fit_node_names(prom, fitted, labels, every_name,
                                                 node_label=node_label, deadline=deadline)
             fit_notes += node_notes
+        else:
+            fit_notes.append(f"{dialect.name}: no series of its metrics in Prometheus yet")
         chosen.append(fitted)
         notes.extend(fit_notes)
-        if dialect.name not in live:
-            notes.append(f"{dialect.name}: no series of its metrics in Prometheus yet")
     if not chosen:
         notes.append(
             "no known GPU exporter metrics found; looked for "
@@ -226,160 +231,3 @@ def fit(
     if dialect.process_fields and not process_fields:
         notes.append(f"{dialect.name}: no per-process series, so the process list is empty")
     return fitted, notes
-
-
-Detector = Callable[[PrometheusClient], Detection]
-# A request that finds no detection yet waits for the one in flight: that is bounded by
-# the client's deadline, and this margin covers connecting and the thread hand-over.
-WAIT_MARGIN_S = 5.0
-
-
-class DialectSelector:
-    """Hand out the current Detection; detect in a background thread, one at a time.
-
-    `start()` begins detecting when the worker starts. `current()` answers at once with
-    the detection it has, and when that is due for a re-check it starts a background
-    refresh (single flight). Only a caller that comes before any detection exists waits,
-    for the one in flight. A failed refresh keeps the previous detection and is retried
-    after `retry_s`; with no detection at all, every caller tries again (and gets the error).
-    """
-
-    def __init__(
-        self,
-        candidates: Sequence[Dialect],
-        *,
-        forced: bool,
-        node_label: str | None = None,
-        refresh_s: float = 300.0,
-        retry_s: float = 15.0,
-        detector: Detector | None = None,
-        clock: Callable[[], float] = time.monotonic,
-    ) -> None:
-        self.candidates = tuple(candidates)
-        self.forced = forced
-        self.node_label = node_label
-        self.refresh_s = refresh_s
-        self.retry_s = retry_s
-        self._detector: Detector = detector or self._detect
-        self._clock = clock
-        self._lock = threading.Lock()
-        self._detection: Detection | None = None
-        self._next_check = 0.0
-        self._flight: Future[Detection] | None = None
-        self._flight_pid = 0
-        self._failures = 0  # in a row; the first of a streak is logged, not every retry
-
-    @property
-    def latest(self) -> Detection | None:
-        """The current detection, if there is one, without starting anything."""
-        return self._detection
-
-    @property
-    def detecting(self) -> bool:
-        """Whether a detection is running in this process now."""
-        with self._lock:
-            return self._running() is not None
-
-    def start(self, prom: PrometheusClient) -> Future[Detection]:
-        """Begin a detection in a background thread unless one is running; return it."""
-        with self._lock:
-            return self._launch(prom)
-
-    def current(self, prom: PrometheusClient) -> Detection:
-        """Return the detection, refreshing it in the background when due.
-
-        Before the first detection exists, wait for the one in flight (starting it if
-        need be) and raise its PrometheusError if it fails.
-        """
-        detection = self._detection
-        if detection is not None:
-            if self._clock() >= self._next_check:
-                with self._lock:
-                    if self._clock() >= self._next_check:
-                        self._launch(prom)
-            return detection
-        with self._lock:
-            if self._detection is not None:  # finished while we took the lock
-                return self._detection
-            flight = self._launch(prom)
-        wait_s = prom.settings.deadline + WAIT_MARGIN_S
-        try:
-            return flight.result(timeout=wait_s)
-        except TimeoutError:
-            raise PrometheusTimeoutError(
-                f"dialect detection against Prometheus at {prom.display_url} did not finish "
-                f"within {wait_s:g}s"
-            ) from None
-
-    # -- internals --------------------------------------------------------------------
-
-    def _detect(self, prom: PrometheusClient) -> Detection:
-        return detect(prom, self.candidates, forced=self.forced, node_label=self.node_label)
-
-    def _running(self) -> Future[Detection] | None:
-        # A flight started before a fork has no thread in this process: it never ends here.
-        flight = self._flight
-        if flight is None or flight.done() or self._flight_pid != os.getpid():
-            return None
-        return flight
-
-    def _launch(self, prom: PrometheusClient) -> Future[Detection]:
-        """Start a detection thread unless one runs; the caller holds the lock."""
-        flight = self._running()
-        if flight is not None:
-            return flight
-        flight = Future()
-        self._flight, self._flight_pid = flight, os.getpid()
-        threading.Thread(target=self._run, args=(prom, flight), name="dialect-detection",
-                         daemon=True).start()
-        return flight
-
-    def _run(self, prom: PrometheusClient, flight: Future[Detection]) -> None:
-        try:
-            fresh = self._detector(prom)
-        except Exception as exc:  # handed to the waiting callers, never lost in the thread
-            try:
-                self._failed(exc)
-            finally:
-                flight.set_exception(exc)
-            return
-        try:
-            self._succeeded(fresh)
-        finally:
-            flight.set_result(fresh)
-
-    def _succeeded(self, fresh: Detection) -> None:
-        found = bool(fresh.dialects) and any(fresh.series_counts.values())
-        with self._lock:
-            previous, self._detection = self._detection, fresh
-            self._next_check = self._clock() + (self.refresh_s if found else self.retry_s)
-            failures, self._failures = self._failures, 0
-            self._flight = None
-        if failures and previous is not None:
-            logger.info("dialect detection works again after %d failed attempt(s)", failures)
-        if previous is None or _names(previous) != _names(fresh):
-            took = f" (detected in {fresh.elapsed_s * 1000:.0f} ms)" if fresh.elapsed_s else ""
-            logger.info("reading GPU metrics as: %s%s", ", ".join(_names(fresh)) or "nothing",
-                        took)
-
-    def _failed(self, exc: Exception) -> None:
-        with self._lock:
-            self._failures += 1
-            first = self._failures == 1
-            kept = self._detection is not None
-            if kept:
-                self._next_check = self._clock() + self.retry_s
-            self._flight = None
-        if not isinstance(exc, PrometheusError):
-            logger.error("dialect detection failed unexpectedly", exc_info=exc)
-        elif not first:
-            logger.debug("dialect detection failed again: %s", exc)
-        elif kept:
-            logger.warning("dialect re-detection failed; keeping the previous answer and "
-                           "retrying every %gs: %s", self.retry_s, exc)
-        else:
-            logger.warning("dialect detection failed; the next request tries again: %s", exc)
-
-
-def _names(detection: Detection) -> list[str]:
-    return [d.name for d in detection.dialects]

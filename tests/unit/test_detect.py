@@ -14,12 +14,12 @@ import responses
 from app.dialects.builtin import DCGM, LEGACY, NVIDIA_SMI
 from app.dialects.detect import (
     Detection,
-    DialectSelector,
     count_series_query,
     detect,
     fit,
     probe_metrics,
 )
+from app.dialects.selector import DialectSelector
 from app.prometheus.client import ClientSettings, PrometheusClient
 from app.prometheus.errors import PrometheusTimeoutError, PrometheusUnavailableError
 from tests.cache_doubles import FakeClock
@@ -315,7 +315,7 @@ def test_failed_refresh_keeps_the_old_detection_logs_once_and_retries_sooner(
     detector = ScriptedDetector(old, down, down, new)
     selector = make_selector(detector)
     assert selector.current(prom) is old
-    caplog.set_level(logging.DEBUG, logger="app.dialects.detect")
+    caplog.set_level(logging.DEBUG, logger="app.dialects.selector")
     clock.advance(REFRESH_S)
     for attempt in (2, 3):  # two failed refreshes in a row
         assert selector.current(prom) is old  # and the refresh starts
