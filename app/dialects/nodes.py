@@ -61,7 +61,8 @@ def fit_node_names(
     example = sorted(pods)[0]
     where = (f"{dialect.name}: the node label {node[0]} holds the exporter's own pod name "
              f"(e.g. {example!r}), not the node's")
-    fix = "; give dcgm-exporter NODE_NAME (the GPU Operator and the current chart do) to fix it "
+    fix = ("; to fix it at the source, give dcgm-exporter NODE_NAME (the GPU Operator and "
+           "the current chart do)")
     relabeled = tuple(name for name in better if name in labels)
     if not relabeled and not has_ksm:
         return dialect, [f"{where}, and no relabeled node label (kubernetes_node, nodename, "
@@ -77,4 +78,4 @@ def fit_node_names(
         dialect = dataclasses.replace(dialect, node_map_metric=KUBE_POD_INFO)
         how.append(f"mapping each exporter pod to its node with kube-state-metrics' "
                    f"{KUBE_POD_INFO}")
-    return dialect, [f"{where}: {', else '.join(how)}{fix}at the source"]
+    return dialect, [f"{where}: {', else '.join(how)}{fix}"]

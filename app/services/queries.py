@@ -9,7 +9,7 @@ from app.prometheus.promql import aggregate, filtered_selector, quote
 from app.services.records import GpuFilters
 
 # A key names what a query is for: ("field", name, position of the source), ("info", metric),
-# ("index", metric) or ("pods",). Services join answers by these keys.
+# ("index", metric), ("pods",) or ("node_map",). Services join answers by these keys.
 QueryKey = tuple[str, ...]
 Filter = tuple[Sequence[str], Sequence[str]]
 
@@ -66,21 +66,20 @@ def workload_series(dialect: Dialect, metric: str, base: list[Filter],
     labels = dialect.labels
     exported_pods = tuple(n for half in labels.pod_halves() if half.exported for n in half.pod)
     parts = []
-    for pod, namespace, exported in ((h.pod, h.namespace, h.exported)
-                                     for h in labels.pod_halves()):
+    for half in labels.pod_halves():
         wanted = list(base)
         if filters.namespace:
-            wanted.append((namespace, filters.namespace))
+            wanted.append((half.namespace, filters.namespace))
         if filters.pod:
-            wanted.append((pod, filters.pod))
+            wanted.append((half.pod, filters.pod))
         if any(not names for names, _ in wanted):
             continue  # a filter on a label this half does not have matches nothing here
-        fixed = [f'{pod[0]}!=""']
-        if not exported:
+        fixed = [f'{half.pod[0]}!=""']
+        if not half.exported:
             fixed += [f'{n}=""' for n in exported_pods]
         series = filtered_selector(metric, wanted, fixed)
-        own = _target_pod(labels, pod)
-        if not exported and own:
+        own = _target_pod(labels, half.pod)
+        if not half.exported and own:
             series = f"({series} unless {_on_target(own)} {_targets_with(own)})"
         parts.append(series)
     return " or ".join(parts) if parts else None
