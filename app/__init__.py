@@ -25,7 +25,7 @@ access_logger = logging.getLogger("app.access")
 def create_app(overrides: Mapping[str, str] | None = None) -> Flask:
     """Build the Flask app from the environment, with `overrides` taking precedence."""
     # Imports here keep `app.__version__` importable by setup tools without Flask's deps.
-    from app.api import capabilities, debug, gpu, health, openapi
+    from app.api import capabilities, debug, gpu, health, history, openapi
     from app.cache import ByteBoundedLRU
     from app.config import configure_logging, load_config
     from app.errors import register_error_handlers
@@ -40,7 +40,7 @@ def create_app(overrides: Mapping[str, str] | None = None) -> Flask:
     state = build_state(config)
     app.extensions[EXTENSION_KEY] = state
     _register_cors(app, config.cors_origins)
-    for blueprint in (health.bp, gpu.bp, capabilities.bp, openapi.bp):
+    for blueprint in (health.bp, gpu.bp, history.bp, capabilities.bp, openapi.bp):
         app.register_blueprint(blueprint)
     if config.debug_endpoints:
         logger.warning("debug endpoints are ENABLED under /debug: do not expose this service")

@@ -77,6 +77,8 @@ class Config:
     cache_max_mb: int = 64
     # How often auto-detection looks again at which exporters exist.
     dialect_refresh: float = 300.0
+    # Most values (series x fields x timestamps) one history answer may hold.
+    history_max_values: int = 2_000_000
 
     def client_settings(self) -> ClientSettings:
         """How the Prometheus client reaches the server these settings name."""
@@ -261,6 +263,9 @@ def load_config(environ: Mapping[str, str]) -> Config:
                            defaults.cache_max_mb),
         dialect_refresh=_read(environ, "DIALECT_REFRESH_SECONDS", _parse_seconds,
                               defaults.dialect_refresh),
+        history_max_values=_read(environ, "HISTORY_MAX_VALUES",
+                                 lambda t: _parse_int(t, 1, 1_000_000_000),
+                                 defaults.history_max_values),
     )
     unknown = [n for n in config.metrics_dialects if n not in config.dialect_catalog()]
     if unknown:

@@ -24,6 +24,7 @@ class FakePrometheus:
         self.metrics: dict[str, list[dict[str, Any]]] = {}
         self.queries: list[str] = []
         self.failure: Callable[[], tuple[int, dict[str, str], str]] | None = None
+        self.mock = mock  # other stand-ins register their endpoints on it (range_prometheus)
         for method in (responses.GET, responses.POST):
             mock.add_callback(method, f"{base_url}/api/v1/query", callback=self._answer)
             mock.add_callback(method, f"{base_url}/api/v1/labels", callback=self._labels)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import re
@@ -73,6 +74,23 @@ class QueryResult:
     warnings: tuple[str, ...] = ()
 
 
+@dataclass(frozen=True)
+class RangeResult:
+    """One range query's answer: a matrix, each series `{"metric", "values": [[t, v]...]}`."""
+
+    series: list[dict[str, Any]]
+    warnings: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Window:
+    """The evaluation instants of a range query: `start`, `start + step`, ... up to `end`."""
+
+    start: float
+    end: float
+    step: float
+
+
 def redact_url(url: str) -> str:
     """Return the URL without user:password, safe to log and show."""
     parts = urlsplit(url)
@@ -100,24 +118,51 @@ class PrometheusClient:
 
     # -- public API -------------------------------------------------------------------
 
-    def query(self, promql: str, *, deadline: float | None = None) -> QueryResult:
-        """Run one instant query; `deadline` is a time.monotonic() instant."""
+    def query(self, promql: str, *, deadline: float | None = None,
+              at: float | None = None) -> QueryResult:
+        """Run one instant query, evaluated at Unix time `at` (default: now).
+
+        `deadline` is a time.monotonic() instant.
+        """
         if deadline is None:
             deadline = time.monotonic() + self.settings.deadline
-        payload = self._call("/api/v1/query", {"query": promql}, deadline, allow_post=True)
+        params = {"query": promql}
+        if at is not None:
+            params["time"] = _unix(at)
+        payload = self._call("/api/v1/query", params, deadline, allow_post=True)
         return self.parse_result(payload)
 
-    def query_many(self, queries: Mapping[K, str]) -> dict[K, QueryResult]:
+    def query_many(self, queries: Mapping[K, str], *,
+                   at: float | None = None) -> dict[K, QueryResult]:
         """Run several instant queries in parallel, all within one deadline."""
-        return dict(self.query_each(queries))
+        return dict(self.query_each(queries, at=at))
 
-    def query_each(self, queries: Mapping[K, str]) -> Iterator[tuple[K, QueryResult]]:
+    def query_each(self, queries: Mapping[K, str], *,
+                   at: float | None = None) -> Iterator[tuple[K, QueryResult]]:
         """Run several instant queries in parallel; yield each answer as soon as it arrives.
 
-        The caller can work on early answers while Prometheus still evaluates the rest.
-        The first failure, or the shared deadline passing, raises and cancels the rest.
+        Every query is evaluated at Unix time `at` (default: now). The caller can work on
+        early answers while Prometheus still evaluates the rest. The first failure, or
+        the shared deadline passing, raises and cancels the rest.
         """
-        return self._each(self.query, queries)
+        call = self.query if at is None else functools.partial(self.query, at=at)
+        return self._each(call, queries)
+
+    def query_range(self, promql: str, window: Window, *,
+                    deadline: float | None = None) -> RangeResult:
+        """Run one range query over `window`; POSTed when long, within `deadline`."""
+        if deadline is None:
+            deadline = time.monotonic() + self.settings.deadline
+        params = {"query": promql, "start": _unix(window.start), "end": _unix(window.end),
+                  "step": _unix(window.step)}
+        payload = self._call("/api/v1/query_range", params, deadline, allow_post=True)
+        return _parse_range_data(payload, self.display_url)
+
+    def query_range_each(self, queries: Mapping[K, str],
+                         window: Window) -> Iterator[tuple[K, RangeResult]]:
+        """Run several range queries over one window in parallel, within one deadline;
+        yield each answer as it arrives (failures and the deadline as in `query_each`)."""
+        return self._each(functools.partial(self.query_range, window=window), queries)
 
     def query_raw(self, promql: str, *, deadline: float | None = None) -> bytes:
         """Run one instant query as `query` does; return the body as received.
@@ -295,7 +340,7 @@ class PrometheusClient:
                 f"{self.settings.deadline:g}s"
             )
         read_timeout = min(self.settings.timeout, remaining)
-        if path == "/api/v1/query":
+        if path in _EVALUATING_PATHS:
             server_timeout = max(0.1, read_timeout - SERVER_TIMEOUT_MARGIN_S)
             # Plain seconds: Prometheus parses "9.5" but not the Go-style "9.500s".
             params = {**params, "timeout": f"{server_timeout:.3f}"}
@@ -361,6 +406,15 @@ class PrometheusClient:
                 raise PrometheusBadResponseError(_too_large(self.display_url, limit))
             chunks.append(chunk)
         return b"".join(chunks)
+
+
+# The endpoints that evaluate PromQL, and take Prometheus' own `timeout=`.
+_EVALUATING_PATHS = frozenset({"/api/v1/query", "/api/v1/query_range"})
+
+
+def _unix(seconds: float) -> str:
+    """A Unix time (or a step) in seconds as Prometheus parses it, to the millisecond."""
+    return f"{seconds:.3f}"
 
 
 def _recent(lookback_s: float) -> dict[str, str]:
@@ -523,3 +577,30 @@ def _parse_query_data(payload: dict[str, Any], display_url: str) -> QueryResult:
         )
     warnings = tuple(str(w) for w in payload.get("warnings") or ())
     return QueryResult(result_type=str(result_type), series=result, warnings=warnings)
+
+
+def _is_range_series(item: Any) -> bool:
+    """A range-vector element: labels, and a list of [timestamp, value as text] pairs."""
+    if not isinstance(item, dict) or not isinstance(item.get("metric"), dict):
+        return False
+    values = item.get("values")
+    if not isinstance(values, list):
+        return False
+    return not values or (isinstance(values[0], list) and len(values[0]) == 2
+                          and isinstance(values[0][0], int | float)
+                          and not isinstance(values[0][0], bool))
+
+
+def _parse_range_data(payload: dict[str, Any], display_url: str) -> RangeResult:
+    data = payload.get("data")
+    if not isinstance(data, dict):
+        raise PrometheusBadResponseError(f"Prometheus at {display_url} answered without data")
+    result = data.get("result")
+    # As for instant queries, the first series is checked here; readers check the rest.
+    if (data.get("resultType") != "matrix" or not isinstance(result, list)
+            or (result and not _is_range_series(result[0]))):
+        raise PrometheusBadResponseError(
+            f"Prometheus at {display_url} answered a range query with a malformed result"
+        )
+    warnings = tuple(str(w) for w in payload.get("warnings") or ())
+    return RangeResult(series=result, warnings=warnings)

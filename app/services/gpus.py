@@ -40,16 +40,22 @@ def _fan_out(
 
 
 def list_gpus(
-    prom: PrometheusClient, dialects: Sequence[Dialect], filters: GpuFilters
+    prom: PrometheusClient, dialects: Sequence[Dialect], filters: GpuFilters,
+    at: float | None = None,
 ) -> list[Gpu]:
-    """Return every GPU that matches `filters`, sorted by node, index, MIG instance."""
+    """Return every GPU that matches `filters`, sorted by node, index, MIG instance.
+
+    `at` is the Unix time the GPUs are read at (default: now): every query of the
+    fan-out is evaluated at that instant, so the rows are the snapshot as it was then.
+    """
     plans = {d.name: gpu_queries(d, filters) for d in dialects}
     joins = {d.name: GpuJoin(d, plans[d.name]) for d in dialects}
     queries = {(name, *key): promql for name, plan in plans.items()
                for key, promql in plan.items()}
     if queries:
         # Each answer is joined as it arrives, while Prometheus works on the others.
-        for (name, *key), result in prom.query_each(queries):
+        answers = prom.query_each(queries) if at is None else prom.query_each(queries, at=at)
+        for (name, *key), result in answers:
             joins[name].add(tuple(key), result)
     return merge_rows([joins[d.name].finish(filters) for d in dialects], gpu_identities,
                   gpu_sort_key)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 
 from app.dialects.model import TARGET_ADDRESS_LABEL, Dialect, GpuLabels, Source
@@ -38,6 +39,12 @@ def identity_filters(dialect: Dialect, filters: GpuFilters, *, on_info: bool) ->
     return result
 
 
+def index_filters(dialect: Dialect, filters: GpuFilters) -> list[Filter]:
+    """Matchers for an index gauge (nvidia_smi_index{uuid}): it carries no model name,
+    which the info metric's matcher and the joined rows check instead."""
+    return identity_filters(dialect, dataclasses.replace(filters, gpu_name=()), on_info=True)
+
+
 def exporter_uuid(dialect: Dialect, uuid: str) -> str:
     """Spell a canonical `GPU-…` UUID the way this exporter labels it."""
     if dialect.uuid_without_prefix and uuid.upper().startswith("GPU-"):
@@ -49,8 +56,8 @@ def exporter_uuid(dialect: Dialect, uuid: str) -> str:
 _TARGETS = "up"
 
 
-def _mig_filters(source: Source, mig_labels: Sequence[str]) -> list[Filter]:
-    # Every MIG label empty: the series of a whole GPU, not of an instance.
+def mig_filters(source: Source, mig_labels: Sequence[str]) -> list[Filter]:
+    """Matchers that keep a `skip_on_mig` source to whole GPUs (every MIG label empty)."""
     return [((label,), ("",)) for label in mig_labels] if source.skip_on_mig else []
 
 
@@ -119,7 +126,7 @@ def _source_query(dialect: Dialect, source: Source, filters: list[Filter],
                   wanted: GpuFilters) -> str:
     """One source's query: the GPU-level value, plus each pod's series where it has any."""
     identity = dialect.labels.identity()
-    base = filters + _mig_filters(source, dialect.labels.mig_instance)
+    base = filters + mig_filters(source, dialect.labels.mig_instance)
     if not dialect.reads_pods(source):
         return aggregate("max", identity, filtered_selector(source.metric, base))
     device = aggregate("max", identity, podless_series(dialect, source.metric, base))
@@ -147,7 +154,7 @@ def gpu_queries(dialect: Dialect, filters: GpuFilters) -> dict[QueryKey, str]:
                 query = f"({query}) unless on ({', '.join(identity)}) ({' or '.join(earlier)})"
             queries[("field", name, str(position))] = query
             earlier.append(filtered_selector(
-                source.metric, field_filters + _mig_filters(source, labels.mig_instance)))
+                source.metric, field_filters + mig_filters(source, labels.mig_instance)))
     info_filters = identity_filters(dialect, filters, on_info=True)
     for metric in dialect.gpu_info_metrics:
         queries[("info", metric)] = aggregate(
@@ -155,7 +162,7 @@ def gpu_queries(dialect: Dialect, filters: GpuFilters) -> dict[QueryKey, str]:
         )
     for metric in dialect.index_metrics:
         queries[("index", metric)] = aggregate(
-            "max", identity, filtered_selector(metric, info_filters)
+            "max", identity, filtered_selector(metric, index_filters(dialect, filters))
         )
     if dialect.node_map_metric:
         queries[("node_map",)] = node_map_query(dialect, field_filters)
@@ -209,7 +216,7 @@ def process_queries(dialect: Dialect, filters: GpuFilters) -> dict[QueryKey, str
         )
     for metric in dialect.index_metrics:
         queries[("index", metric)] = aggregate(
-            "max", labels.identity(), filtered_selector(metric, info_filters)
+            "max", labels.identity(), filtered_selector(metric, index_filters(dialect, filters))
         )
     needs_gpu = filters.gpu_name or filters.uuid or filters.pod or filters.namespace
     if needs_gpu and not dialect.gpu_info_metrics:

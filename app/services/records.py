@@ -41,6 +41,40 @@ class GpuFilters:
         return not (self.namespace and namespace not in self.namespace)
 
 
+@dataclass(frozen=True)
+class SnapshotQuery:
+    """Which GPUs a caller asked for, and the Unix time to read them at (None: now)."""
+
+    filters: GpuFilters
+    at: float | None = None
+
+
+@dataclass(frozen=True)
+class HistoryQuery:
+    """A history request, normalized: the aligned window, its step, what and how to group.
+
+    `start` and `end` are multiples of `step` (seconds) and both are timestamps of the
+    answer; equal queries are one cache entry, however their bounds were spelt.
+    """
+
+    start: float
+    end: float
+    step: float
+    fields: tuple[str, ...]
+    group_by: str = "gpu"
+    agg: str = "avg"
+    filters: GpuFilters = GpuFilters()
+
+    @property
+    def points(self) -> int:
+        """How many timestamps the window holds, both ends included."""
+        return round((self.end - self.start) / self.step) + 1
+
+    def timestamps(self) -> list[float]:
+        """Every evaluation instant, from start to end."""
+        return [self.start + i * self.step for i in range(self.points)]
+
+
 @dataclass(slots=True)
 class PodShare:
     """A workload holding a GPU, with what it uses of it where the exporter says so.
@@ -121,6 +155,22 @@ class GpuProcess:
     pod: str | None = None
     namespace: str | None = None
     timestamp: float | None = None
+
+
+@dataclass(slots=True)
+class HistorySeries:
+    """One chart line: what it is (`key`) and each field's value at every timestamp."""
+
+    key: dict[str, str | int | None]
+    values: dict[str, list[float | int | None]]
+
+
+@dataclass(slots=True)
+class History:
+    """The answer of a history query: shared timestamps, one series per GPU or group."""
+
+    query: HistoryQuery
+    series: list[HistorySeries]
 
 
 @dataclass(frozen=True)

@@ -14,6 +14,7 @@ from hypothesis import HealthCheck, given, settings
 from app import create_app
 from app.api import openapi
 from tests.fakes import PROM_URL, FakePrometheus
+from tests.range_prometheus import RangePrometheus, range_series
 
 
 def test_openapi_document_describes_every_public_endpoint(client) -> None:
@@ -23,10 +24,14 @@ def test_openapi_document_describes_every_public_endpoint(client) -> None:
     assert document["openapi"].startswith("3.")
     assert set(document["paths"]) == {
         "/api/healthz", "/api/livez", "/api/v1/gpu/metrics", "/api/v1/gpu/processes",
-        "/api/v1/capabilities", "/api/openapi.json"}
+        "/api/v1/gpu/history", "/api/v1/capabilities", "/api/openapi.json"}
     metrics = document["paths"]["/api/v1/gpu/metrics"]["get"]
     assert {p["name"] for p in metrics["parameters"]} == {
-        "node", "namespace", "pod", "gpu_name", "uuid"}
+        "node", "namespace", "pod", "gpu_name", "uuid", "time"}
+    history = document["paths"]["/api/v1/gpu/history"]["get"]
+    assert {p["name"] for p in history["parameters"]} == {
+        "node", "namespace", "pod", "gpu_name", "uuid", "start", "end", "range", "step",
+        "points", "fields", "group_by", "agg"}
     assert {"200", "304", "400", "502", "503", "504"} <= set(metrics["responses"])
     gpu = document["components"]["schemas"]["Gpu"]["properties"]
     assert gpu["memory_used"] == {"type": "integer", "description": "Bytes", "nullable": True}
@@ -43,6 +48,9 @@ def _fuzz_app(make_app: Callable[..., Flask], prom: FakePrometheus) -> Flask:
             "username": "root", "devicename": "NVIDIA A100"}
     prom.add("gpu_utilization_Percentage", proc | {"pid": ""}, 3)
     prom.add("process_gpu_memory_MiB", proc, 100)
+    history = RangePrometheus(prom)
+    # Any range query: one GPU series without samples (the shape, not the values).
+    history.answer = lambda query: [range_series(labels, [])]
     return make_app()
 
 
@@ -50,8 +58,13 @@ POSITIVE, NEGATIVE = schemathesis.GenerationMode.POSITIVE, schemathesis.Generati
 # Valid input everywhere; invalid input where there are parameters to get wrong.
 OPERATIONS = [("GET", path, POSITIVE) for path in (
     "/api/healthz", "/api/livez", "/api/v1/gpu/metrics", "/api/v1/gpu/processes",
-    "/api/v1/capabilities", "/api/openapi.json")] + [
-    ("GET", "/api/v1/gpu/metrics", NEGATIVE), ("GET", "/api/v1/gpu/processes", NEGATIVE)]
+    "/api/v1/gpu/history", "/api/v1/capabilities", "/api/openapi.json")] + [
+    ("GET", path, NEGATIVE) for path in (
+        "/api/v1/gpu/metrics", "/api/v1/gpu/processes", "/api/v1/gpu/history")]
+# Rules the document cannot state (an instant not in the future, start before end, at most
+# 11,000 timestamps): input valid by the schema may break them, and gets a 400 naming them.
+RULED = {"/api/v1/gpu/metrics": ("time",),
+         "/api/v1/gpu/history": ("start", "end", "range", "step")}
 
 
 @pytest.mark.parametrize(("method", "path", "mode"), OPERATIONS)
@@ -60,8 +73,11 @@ def test_api_keeps_to_its_openapi_document_under_fuzzing(
         method: str, path: str, mode: schemathesis.GenerationMode) -> None:
     app = _fuzz_app(make_app, fake_prometheus)
     # Invalid input is rejected with 400, or 414/431 when it is also oversized.
-    config = schemathesis.Config.from_dict({"checks": {"negative_data_rejection": {
-        "expected-statuses": ["400", "414", "431"]}}})
+    checks: dict[str, Any] = {"negative_data_rejection": {
+        "expected-statuses": ["400", "414", "431"]}}
+    if path in RULED:
+        checks["positive_data_acceptance"] = {"expected-statuses": ["200", "304", "400"]}
+    config = schemathesis.Config.from_dict({"checks": checks})
     operation = schemathesis.openapi.from_wsgi("/api/openapi.json", app,
                                                config=config)[path][method]
 
@@ -73,6 +89,9 @@ def test_api_keeps_to_its_openapi_document_under_fuzzing(
         response = case.call(headers={"Accept-Encoding": "identity"})
         # Prometheus (stubbed) is healthy here, so no 5xx at all is acceptable.
         assert response.status_code < 500, response.text
+        if mode == POSITIVE and response.status_code == 400:
+            error = response.json()["error"]
+            assert any(f" {name}: " in error for name in RULED[path]), error
         case.validate_response(response)
         if path != "/api/openapi.json" and response.status_code != 304:
             assert set(response.json()) == {"success", "data", "message", "error"}
@@ -139,7 +158,7 @@ def test_each_success_envelope_wraps_the_schema_its_view_declares(client) -> Non
 
 def test_only_the_cached_lists_document_validators_and_every_route_the_guards(client) -> None:
     document = client.get("/api/openapi.json").get_json()
-    cached = {"/api/v1/gpu/metrics", "/api/v1/gpu/processes"}
+    cached = {"/api/v1/gpu/metrics", "/api/v1/gpu/processes", "/api/v1/gpu/history"}
     for path, item in document["paths"].items():
         responses = item["get"]["responses"]
         assert {"414", "431"} <= set(responses), path
