@@ -10,7 +10,7 @@ rounds.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,15 +21,15 @@ from app.schemas.fields import rfc3339
 from app.services.gpu_join import gpu_sort_key
 from app.services.gpu_rows import GpuRows
 from app.services.history_queries import (
-    GROUP_LABELS,
     PART,
+    GroupPlan,
     aggregate_query,
     count_query,
     grouped,
     info_queries,
     listed,
 )
-from app.services.labels import GpuLabelReader
+from app.services.labels import GpuLabelReader, first_label
 from app.services.merge import gpu_identities
 from app.services.records import Gpu, GpuFilters, History, HistoryQuery, HistorySeries
 from app.services.samples import MEMORY_FIELDS, PERCENT_DECIMALS, PERCENT_FIELDS, number
@@ -220,9 +220,9 @@ def _gpu_series(prom: PrometheusClient, dialects: Sequence[Dialect], query: Hist
     for dialect in dialects:
         fields_asked = 0
         for name in query.fields:
-            promql = listed(dialect, name, query.filters)
-            if promql is not None:
-                queries[(dialect.name, "field", name)] = promql
+            value = listed(dialect, name, query.filters)
+            if value is not None:
+                queries[(dialect.name, "field", name)] = value.canonical()
                 fields_asked += 1
         if fields_asked:
             for key, promql in info_queries(dialect, query.filters).items():
@@ -333,31 +333,39 @@ def _merge_lines(per_dialect: list[list[_Line]], query: HistoryQuery) -> list[_L
 
 def _group_series(prom: PrometheusClient, dialects: Sequence[Dialect], query: HistoryQuery,
                   window: Window) -> list[HistorySeries]:
-    halves = query.agg == "avg" and len(dialects) > 1
-    queries: dict[tuple[str, str], str] = {}
+    plans: dict[tuple[str, str], GroupPlan] = {}
     for position, dialect in enumerate(dialects):
         for name in query.fields:
-            value = grouped(dialect, name, query.filters, query.group_by, dialects[:position])
-            if value is not None:
-                queries[(dialect.name, name)] = aggregate_query(
-                    value, query.group_by, query.agg, halves=halves)
-    labels = GROUP_LABELS[query.group_by]
+            plan = grouped(dialect, name, query.filters, query.group_by, dialects[:position])
+            if plan is not None:
+                plans[(dialect.name, name)] = plan
+    by_name = {d.name: d for d in dialects}
+    # An average is asked as a sum and a count wherever groups are combined in Python:
+    # several dialects, or several label spellings (or MIG names) that make one group.
+    halves = query.agg == "avg" and (
+        len({dialect for dialect, _ in plans}) > 1
+        or any(len(p.by) > 1 or _names_mig(by_name[d], query.group_by)
+               for (d, _), p in plans.items()))
+    queries = {key: aggregate_query(plan, query.agg, halves=halves)
+               for key, plan in plans.items()}
+    label = _GROUP_KEY[query.group_by]
     # Per group and field: the combined column, and for an average of halves the counts.
-    totals: dict[tuple[str | None, ...], dict[str, Column]] = {}
-    counts: dict[tuple[str | None, ...], dict[str, Column]] = {}
+    totals: dict[str | None, dict[str, Column]] = {}
+    counts: dict[str | None, dict[str, Column]] = {}
     if query.group_by == "cluster":
-        totals[()] = {}
+        totals[None] = {}
     for (dialect_name, name), result in (prom.query_range_each(queries, window)
                                          if queries else ()):
+        group_of = _group_reader(by_name[dialect_name], plans[(dialect_name, name)],
+                                 query.group_by)
         with reading(f"{dialect_name} {name}"):
             for series in result.series:
                 metric = series["metric"]
-                group = tuple(metric.get(label) or None for label in labels)
                 column = _column(series, query)
                 into = counts if halves and metric.get(PART) == "count" else totals
-                _combine(into.setdefault(group, {}), name, column, query.agg)
+                _combine(into.setdefault(group_of(metric), {}), name, column, query.agg)
     out = []
-    for group in sorted(totals, key=lambda g: tuple((v is not None, v or "") for v in g)):
+    for group in sorted(totals, key=lambda g: (g is not None, g or "")):
         values: dict[str, list[float | int | None]] = {}
         for name in query.fields:
             column = totals[group].get(name) or [None] * query.points
@@ -366,8 +374,31 @@ def _group_series(prom: PrometheusClient, dialects: Sequence[Dialect], query: Hi
                 column = [s / c if s is not None and c else None
                           for s, c in zip(column, count, strict=True)]
             values[name] = [_served(name, v, whole=query.agg != "avg") for v in column]
-        out.append(HistorySeries(key=dict(zip(labels, group, strict=True)), values=values))
+        key: dict[str, str | int | None] = {} if label is None else {label: group}
+        out.append(HistorySeries(key=key, values=values))
     return out
+
+
+# The key of a group's series: its one label (none for the cluster).
+_GROUP_KEY = {"node": "node_name", "namespace": "namespace", "gpu_name": "gpu_name",
+              "cluster": None}
+
+
+def _names_mig(dialect: Dialect, group_by: str) -> bool:
+    return group_by == "gpu_name" and dialect.name_encodes_mig_profile
+
+
+def _group_reader(dialect: Dialect, plan: GroupPlan,
+                  group_by: str) -> Callable[[dict[str, str]], str | None]:
+    """Read a series' group from its labels as the snapshot reads the row's attribute."""
+    if group_by == "cluster":
+        return lambda labels: None
+    first = first_label(plan.by)
+    if not _names_mig(dialect, group_by):
+        return first
+    reader = GpuLabelReader(dialect)
+    # nvitop names a MIG device "<model> MIG <profile>": its model is the GPU's name.
+    return lambda labels: reader.model_and_profile(labels)[0]
 
 
 def _combine(columns: dict[str, Column], name: str, column: Column, agg: str) -> None:

@@ -21,7 +21,14 @@ import pytest
 
 from app.dialects.builtin import DCGM, NVIDIA_SMI, NVITOP
 from app.dialects.model import Dialect
-from app.services.history_queries import aggregate_query, gpu_value, grouped, listed
+from app.services.history_queries import (
+    GroupPlan,
+    Value,
+    aggregate_query,
+    gpu_value,
+    grouped,
+    listed,
+)
 from app.services.records import GpuFilters
 
 pytestmark = pytest.mark.integration
@@ -38,10 +45,18 @@ def series(metric: str, labels: str, values: str) -> dict[str, str]:
     return {"series": f"{metric}{{{labels}}}", "values": values}
 
 
-def expect(expr: str | None, at: str, *samples: tuple[str, float]) -> dict[str, Any]:
+def expect(expr: str | Value | None, at: str, *samples: tuple[str, float]) -> dict[str, Any]:
     assert expr is not None
+    if isinstance(expr, Value):
+        expr = expr.canonical()
     return {"expr": expr, "eval_time": at,
             "exp_samples": [{"labels": labels, "value": value} for labels, value in samples]}
+
+
+def plan(dialect: Dialect, field: str, group_by: str) -> GroupPlan:
+    found = grouped(dialect, field, NONE, group_by)
+    assert found is not None
+    return found
 
 
 def run(tmp_path: Path, inputs: list[dict[str, str]], checks: list[dict[str, Any]]) -> None:
@@ -66,10 +81,10 @@ def test_a_gpu_copied_to_each_pods_series_is_one_gpu_in_each_namespace(tmp_path:
     assert memory is not None
     run(tmp_path, [*copies, up], [
         expect(gpu_value(DCGM, "utilization", NONE), "1m", (gpu, 40)),  # not 80
-        expect(aggregate_query(memory, "namespace", "sum", halves=False), "1m",
+        expect(aggregate_query(memory, "sum", halves=False), "1m",
                ('{namespace="a"}', 1024 * MIB), ('{namespace="b"}', 1024 * MIB)),
-        expect(aggregate_query(grouped(DCGM, "memory_used", NONE, "cluster") or "",
-                               "cluster", "sum", halves=False), "1m", ("{}", 1024 * MIB)),
+        expect(aggregate_query(plan(DCGM, "memory_used", "cluster"), "sum", halves=False),
+               "1m", ("{}", 1024 * MIB)),
         expect(listed(DCGM, "utilization", GpuFilters(namespace=("a",))), "1m", (gpu, 40)),
         expect(listed(DCGM, "utilization", GpuFilters(namespace=("c",))), "1m"),
     ])
@@ -99,7 +114,7 @@ def test_per_pod_shares_leave_the_device_its_own_value(tmp_path: Path) -> None:
                ('{Hostname="n2", UUID="GPU-b", gpu="b"}', 2048 * MIB),
                ('{Hostname="n2", UUID="GPU-c", gpu="c"}', 0)),
         # The idle GPU's series name the exporter's own pod: it is in no namespace.
-        expect(aggregate_query(namespaces, "namespace", "count", halves=False), "0m",
+        expect(aggregate_query(namespaces, "count", halves=False), "0m",
                ('{namespace="a"}', 1)),
     ])
 
@@ -143,8 +158,9 @@ def test_nvidia_smi_models_come_from_its_info_metric(tmp_path: Path) -> None:
     by_model = grouped(NVIDIA_SMI, "temperature", NONE, "gpu_name")
     assert by_model is not None
     run(tmp_path, inputs, [
-        expect(aggregate_query(by_model, "gpu_name", "max", halves=False), "0m",
-               ('{gpu_name="Tesla T4"}', 60), ("{}", 70)),
+        # Grouped by the dialect's model label; the service reads it as gpu_name.
+        expect(aggregate_query(by_model, "max", halves=False), "0m",
+               ('{name="Tesla T4"}', 60), ("{}", 70)),
         expect(listed(NVIDIA_SMI, "temperature", GpuFilters(gpu_name=("Tesla T4",))), "0m",
                ('{instance="h:9835", uuid="f1"}', 60)),
     ])
@@ -167,9 +183,9 @@ def test_exporter_pods_named_as_nodes_count_under_their_node(tmp_path: Path) -> 
     assert by_node is not None and one_node is not None
     run(tmp_path, inputs, [
         # A pod kube-state-metrics does not know keeps its name, as in the snapshot.
-        expect(aggregate_query(by_node, "node", "max", halves=False), "0m",
+        expect(aggregate_query(by_node, "max", halves=False), "0m",
                ('{node_name="real-1"}', 50), ('{node_name="dcgm-exporter-zzz"}', 60)),
-        expect(aggregate_query(one_node, "cluster", "sum", halves=False), "0m", ("{}", 50)),
+        expect(aggregate_query(one_node, "sum", halves=False), "0m", ("{}", 50)),
     ])
 
 
@@ -190,8 +206,8 @@ def test_a_gpu_two_exporters_report_counts_once_while_the_first_reports_it(
     smi = grouped(NVIDIA_SMI, "temperature", NONE, "cluster", [DCGM])
     nvitop = grouped(NVITOP, "temperature", NONE, "cluster", [DCGM])
     assert smi is not None and nvitop is not None
-    smi_sum = aggregate_query(smi, "cluster", "sum", halves=False)
-    nvitop_sum = aggregate_query(nvitop, "cluster", "sum", halves=False)
+    smi_sum = aggregate_query(smi, "sum", halves=False)
+    nvitop_sum = aggregate_query(nvitop, "sum", halves=False)
     run(tmp_path, inputs, [
         expect(smi_sum, "1m", ("{}", 60)),
         expect(smi_sum, "3m", ("{}", 111)),

@@ -130,8 +130,9 @@ def test_a_gpu_two_exporters_report_takes_the_first_ones_values_where_it_has_the
 
 def test_groups_of_several_dialects_combine_sums_counts_maxima() -> None:
     def halves(node: str, total: list[float | None], count: list[float | None]) -> Matrix:
-        return [{"metric": {"node_name": node, "part": "sum"}, "values": points(*total)},
-                {"metric": {"node_name": node, "part": "count"}, "values": points(*count)}]
+        # Grouped by the exporters' own node labels: the first one set names the node.
+        return [{"metric": {"hostname": node, "part": "sum"}, "values": points(*total)},
+                {"metric": {"hostname": node, "part": "count"}, "values": points(*count)}]
 
     answers = {
         "nvidia_gpu_temperature_celsius": halves("a", [100, 90, None, 30], [2, 2, None, 1]),
@@ -151,9 +152,9 @@ def test_groups_of_several_dialects_combine_sums_counts_maxima() -> None:
 
     maxima = StubClient(by_metric({
         "nvidia_gpu_temperature_celsius": [
-            {"metric": {"node_name": "a"}, "values": points(40, None, 60, 1)}],
+            {"metric": {"node": "a"}, "values": points(40, None, 60, 1)}],
         "gpu_metrics_temperature": [
-            {"metric": {"node_name": "a"}, "values": points(50, 45, 30, None)}],
+            {"metric": {"hostname": "a"}, "values": points(50, 45, 30, None)}],
     }))
     found = history(maxima, [LEGACY, GPU_METRICS],
                     query("temperature", group_by="node", agg="max"), series_hint=4)
