@@ -16,8 +16,9 @@ worker_class = "gthread"
 workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
 threads = int(os.environ.get("GUNICORN_THREADS", "8"))
 
-# Above REQUEST_DEADLINE, so a slow Prometheus produces a 504 envelope, never a killed worker.
-timeout = int(_config.request_deadline + 10)
+# Above REQUEST_DEADLINE and HISTORY_DEADLINE, so a slow Prometheus produces a 504
+# envelope, never a killed worker.
+timeout = int(max(_config.request_deadline, _config.history_deadline) + 10)
 # Let in-flight requests finish on SIGTERM (Kubernetes rolling updates).
 graceful_timeout = 20
 # Behind an ingress, reuse connections for a few seconds.

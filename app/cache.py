@@ -150,11 +150,14 @@ class ResponseCache:
         return self.ttl > 0
 
     def get(self, key: Hashable, produce: Callable[[], bytes], *,
-            stale_if_error: float = 0.0, upstream: str = "Prometheus") -> Served:
+            stale_if_error: float = 0.0, upstream: str = "Prometheus",
+            stale_for: float | None = None) -> Served:
         """Return a body for `key`: fresh, stale while refreshing, or produced now (once).
 
-        Raises what `produce` raised when the answer cannot be had, or RefreshOverdueError
-        (naming `upstream`) when the refresh of a too old answer has not come back.
+        `stale_for` replaces the cache's own for answers whose production takes longer
+        than that to come back even from a healthy Prometheus. Raises what `produce`
+        raised when the answer cannot be had, or RefreshOverdueError (naming `upstream`)
+        when the refresh of a too old answer has not come back.
         """
         if not self.enabled:
             return Served(make_entry(produce(), self._clock()), 0.0)
@@ -167,7 +170,7 @@ class ResponseCache:
             return Served(slot.entry, age)
         problem = slot.failure
         if problem is None:
-            if age < self.ttl + self.stale_for:
+            if age < self.ttl + (self.stale_for if stale_for is None else stale_for):
                 self._refresh_in_background(key, produce)
                 return Served(slot.entry, age)
             flight = self._flight(key)

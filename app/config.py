@@ -79,6 +79,9 @@ class Config:
     dialect_refresh: float = 300.0
     # Most values (series x fields x timestamps) one history answer may hold.
     history_max_values: int = 2_000_000
+    # Read timeout of each history query and budget of one history request: a rollup of
+    # hours of thousands of GPUs costs Prometheus tens of CPU-seconds, which a list never does.
+    history_deadline: float = 60.0
 
     def client_settings(self) -> ClientSettings:
         """How the Prometheus client reaches the server these settings name."""
@@ -98,6 +101,11 @@ class Config:
             headers=dict(self.headers),
             accept_encoding=self.prometheus_compression,
         )
+
+    def history_client_settings(self) -> ClientSettings:
+        """The client settings of history queries: the same server, the history budget."""
+        return replace(self.client_settings(), timeout=self.history_deadline,
+                       deadline=self.history_deadline)
 
     def dialect_catalog(self) -> dict[str, Dialect]:
         """Every known dialect by name, custom ones first."""
@@ -266,6 +274,8 @@ def load_config(environ: Mapping[str, str]) -> Config:
         history_max_values=_read(environ, "HISTORY_MAX_VALUES",
                                  lambda t: _parse_int(t, 1, 1_000_000_000),
                                  defaults.history_max_values),
+        history_deadline=_read(environ, "HISTORY_DEADLINE", _parse_seconds,
+                               defaults.history_deadline),
     )
     unknown = [n for n in config.metrics_dialects if n not in config.dialect_catalog()]
     if unknown:

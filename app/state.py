@@ -51,6 +51,9 @@ class AppState:
 
     config: Config
     prometheus: PrometheusClient
+    # The same server with the history budget (HISTORY_DEADLINE): its own pool, so a
+    # long rollup never holds the threads the lists fan out on.
+    history_prometheus: PrometheusClient
     dialects: DialectSelector
     cache: ResponseCache
     stats: RequestStats = field(default_factory=RequestStats)
@@ -68,6 +71,11 @@ class AppState:
         """
         self.dialects.start(self.prometheus)
 
+    def close(self) -> None:
+        """Stop the clients' thread pools (tests and the demo; gunicorn simply exits)."""
+        self.prometheus.close()
+        self.history_prometheus.close()
+
 
 def build_state(config: Config) -> AppState:
     """Wire the Prometheus client, the dialect selector and the response cache of `config`.
@@ -79,6 +87,7 @@ def build_state(config: Config) -> AppState:
         logger.warning("TLS verification of Prometheus is OFF "
                        "(PROMETHEUS_TLS_INSECURE_SKIP_VERIFY)")
     return AppState(config=config, prometheus=PrometheusClient(config.client_settings()),
+                    history_prometheus=PrometheusClient(config.history_client_settings()),
                     dialects=build_selector(config), cache=build_cache(config))
 
 

@@ -129,7 +129,7 @@ def _report_detection(prometheus: PrometheusServer, targets: int, config: Config
         logger.warning("detection failed; the API retries: %s", exc)
         return
     finally:
-        state.prometheus.close()
+        state.close()
     # The detection itself logs the dialects it found; the notes say what is missing.
     for note in detection.notes:
         logger.info("  note: %s", note)

@@ -32,7 +32,7 @@ def make_app() -> Iterator[Callable[..., Flask]]:
 
     yield factory
     for app in built:
-        app.extensions["gpu_monitor"].prometheus.close()
+        app.extensions["gpu_monitor"].close()
 
 
 @pytest.fixture

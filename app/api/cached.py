@@ -29,20 +29,25 @@ def cached_list(name: str, service: ListService[Row], filters: GpuFilters,
                          message)
 
 
-def cached_answer(key: Hashable, produce_data: Producer, message: str) -> Response:
+def cached_answer(key: Hashable, produce_data: Producer, message: str, *,
+                  history: bool = False) -> Response:
     """Serve the `data` that `produce_data` makes, from the cache under `key`.
 
     On a miss (or a refresh) the data is produced with the detection of then (the
     dialects in use) and wrapped in the envelope once; hits reuse those bytes and their ETag.
+    A `history` answer is asked with the history client, and its previous answer is
+    served while a refresh runs for up to HISTORY_DEADLINE, the time that refresh may take.
     """
     state = get_state()
+    prom = state.history_prometheus if history else state.prometheus
 
     def produce() -> bytes:
         # May run on a cache-refresh thread: it holds plain objects, no request context.
-        data = produce_data(state.prometheus, state.detection())
+        data = produce_data(prom, state.detection())
         return envelope_bytes(data, message)
 
     served = state.cache.get(key, produce,
                              stale_if_error=state.config.cache_stale_if_error,
-                             upstream=f"Prometheus at {state.prometheus.display_url}")
+                             upstream=f"Prometheus at {prom.display_url}",
+                             stale_for=state.config.history_deadline if history else None)
     return cached_ok(served, state.cache.ttl)

@@ -37,7 +37,8 @@ def gpu_history_view() -> Response:
         return dump_history(history)
 
     # The aligned window is the key: every chart asking within one step shares it.
-    return cached_answer(("history", query), produce, "GPU history retrieved successfully")
+    return cached_answer(("history", query), produce, "GPU history retrieved successfully",
+                         history=True)
 
 
 @bp.errorhandler(HistoryTooLargeError)

@@ -19,7 +19,7 @@ from flask.testing import FlaskClient
 
 from tests.factories import SAMPLE_TIME
 from tests.fakes import FakePrometheus
-from tests.range_prometheus import Matrix, RangePrometheus, range_series
+from tests.range_prometheus import Matrix, RangePrometheus, range_series, request_params
 
 HISTORY = "/api/v1/gpu/history"
 METRICS = "/api/v1/gpu/metrics"
@@ -144,8 +144,8 @@ def test_groups_of_two_exporters_are_one_series_per_group(
     ranges = RangePrometheus(fake_prometheus)
 
     def halves(node: str, total: list[float | None], count: list[float | None]) -> Matrix:
-        return [range_series({"node_name": node, "part": "sum"}, at(*total)),
-                range_series({"node_name": node, "part": "count"}, at(*count))]
+        return [range_series({"hostname": node, "part": "sum"}, at(*total)),
+                range_series({"hostname": node, "part": "count"}, at(*count))]
 
     answer_by_metric(ranges, {
         "nvidia_gpu_temperature_celsius": halves("node-a", [80, None], [2, None]),
@@ -190,6 +190,24 @@ def test_bad_history_requests_are_400_before_any_query(
     error = bad(client.get(HISTORY, query_string=params))
     assert error.startswith("invalid query parameters: ") and word in error, error
     assert ranges.calls == [] and ranges.fake.data_queries() == []
+
+
+def test_history_queries_have_the_history_budget_and_lists_keep_theirs(
+        make_app: Callable[..., Flask], ranges: RangePrometheus) -> None:
+    ranges.answer = lambda query: [range_series(gpu("node-a", 0), at(1, 2))]
+    client = make_app(PROMETHEUS_TIMEOUT="4", REQUEST_DEADLINE="8",
+                      HISTORY_DEADLINE="45").test_client()
+    ok(client.get(HISTORY, query_string={"start": T0, "end": T0 + STEP, "step": STEP,
+                                         "fields": "temperature"}))
+    assert client.get(METRICS).status_code == 200
+
+    def timeouts(path: str) -> set[str]:
+        return {request_params(call.request)["timeout"] for call in ranges.fake.mock.calls
+                if (call.request.url or "").split("?")[0].endswith(path)}
+
+    # Prometheus is asked to give up half a second before we stop waiting.
+    assert timeouts("/api/v1/query_range") == {"44.500"}
+    assert timeouts("/api/v1/query") == {"3.500"}
 
 
 def test_an_answer_over_the_limit_is_a_400_saying_how_to_narrow_it(

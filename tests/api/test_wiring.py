@@ -13,13 +13,15 @@ from bench.floor import Plan, plan_for
 from tests.fakes import PROM_URL, FakePrometheus
 
 ENV = {"PROMETHEUS_URL": PROM_URL, "QUERY_THREADS": "3", "PROMETHEUS_TIMEOUT": "4",
-       "NODE_LABEL": "kubernetes_node", "CACHE_TTL": "7", "DIALECT_REFRESH_SECONDS": "60"}
+       "NODE_LABEL": "kubernetes_node", "CACHE_TTL": "7", "DIALECT_REFRESH_SECONDS": "60",
+       "HISTORY_DEADLINE": "90"}
 
 
 def wiring(state: AppState) -> dict[str, object]:
     """Everything build_state decides from the config."""
     selector, cache = state.dialects, state.cache
-    return {"client": state.prometheus.settings, "candidates": selector.candidates,
+    return {"client": state.prometheus.settings,
+            "history_client": state.history_prometheus.settings, "candidates": selector.candidates,
             "forced": selector.forced, "node_label": selector.node_label,
             "refresh_s": selector.refresh_s, "ttl": cache.ttl, "stale_for": cache.stale_for}
 
@@ -30,7 +32,7 @@ def states() -> Iterator[list[AppState]]:
     built: list[AppState] = []
     yield built
     for state in built:
-        state.prometheus.close()
+        state.close()
 
 
 def test_create_app_holds_exactly_what_build_state_wires(states: list[AppState]) -> None:
@@ -39,6 +41,9 @@ def test_create_app_holds_exactly_what_build_state_wires(states: list[AppState])
     states.extend([app_state, root_state])
     assert wiring(app_state) == wiring(root_state)
     assert wiring(root_state)["client"].threads == 3  # the override reached the client
+    history = root_state.history_prometheus.settings
+    assert (history.timeout, history.deadline, history.threads) == (90, 90, 3)
+    assert root_state.prometheus.settings.timeout == 4
     assert root_state.dialects.node_label == "kubernetes_node"
 
 

@@ -41,7 +41,7 @@ class ApiServer:
         self._server.shutdown()
         self._server.server_close()
         self.session.close()
-        self.app.extensions["gpu_monitor"].prometheus.close()
+        self.app.extensions["gpu_monitor"].close()
 
 
 @pytest.fixture

@@ -318,6 +318,24 @@ def test_a_refresh_still_in_flight_after_the_stale_window_is_a_504_at_once() -> 
     assert produce.calls == 1 and len(backlog.tasks) == 1  # no second fan-out piled on
 
 
+def test_a_slow_answer_is_served_while_its_refresh_runs_for_its_own_stale_window() -> None:
+    # History rollups take Prometheus tens of seconds: their refresh is not overdue at 10 s.
+    clock, backlog = FakeClock(), Backlog()
+    cache = make_cache(ttl=5, stale_for=5, clock=clock, backlog=backlog)
+    produce = CountingProducer()
+    cache.get("k", produce, stale_for=60)
+    clock.advance(5)
+    assert cache.get("k", produce, stale_for=60).body == b"v1"  # the refresh starts
+    clock.advance(59.9)
+    assert cache.get("k", produce, stale_for=60).body == b"v1"  # 64.9 s old: served
+    clock.advance(0.1)
+    with pytest.raises(RefreshOverdueError, match=r"has not answered for 60\.0s"):
+        cache.get("k", produce, stale_for=60)
+    assert produce.calls == 1 and len(backlog.tasks) == 1
+    backlog.run()
+    assert cache.get("k", produce, stale_for=60).body == b"v2"
+
+
 def test_an_overdue_refresh_that_lands_serves_its_answer() -> None:
     clock, backlog = FakeClock(), Backlog()
     cache = make_cache(ttl=5, stale_for=5, clock=clock, backlog=backlog)
