@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import IO, Any
+from typing import IO, Any, Self
 
 import requests
 
@@ -96,8 +96,16 @@ class PrometheusServer:
         port: int | None = None,
         workdir: str | os.PathLike[str] | None = None,
         ready_timeout: float = 30.0,
+        retention: str = "1h",
+        query_log: bool = False,
+        extra_args: Sequence[str] = (),
     ) -> None:
         self.targets = list(targets)
+        # A throwaway instance keeps little; one serving backfilled blocks keeps them all.
+        self.retention = retention
+        # Prometheus' own log of every query it ran, with its parameters (one JSON a line).
+        self.query_log = query_log
+        self.extra_args = tuple(extra_args)
         self.scrape_interval = scrape_interval
         self.honor_labels = honor_labels
         self.ready_timeout = ready_timeout
@@ -124,7 +132,22 @@ class PrometheusServer:
             raise PrometheusError("Prometheus is not running; call start() first")
         return self._workdir
 
-    def start(self) -> PrometheusServer:
+    @property
+    def pid(self) -> int | None:
+        """The server's process id while it runs (to read its CPU time)."""
+        return self._process.pid if self._process is not None else None
+
+    @property
+    def session(self) -> requests.Session:
+        """The HTTP session this object talks to the server with."""
+        return self._session
+
+    @property
+    def query_log_path(self) -> Path | None:
+        """Where Prometheus logs its queries, when `query_log` is on."""
+        return self.workdir / "queries.jsonl" if self.query_log else None
+
+    def start(self) -> Self:
         """Write the config, start Prometheus and wait until /-/ready answers."""
         binary = find_prometheus_binary(self._binary)
         if self._requested_workdir is not None:
@@ -157,7 +180,7 @@ class PrometheusServer:
         self._workdir = None
         self._port = None
 
-    def __enter__(self) -> PrometheusServer:
+    def __enter__(self) -> Self:
         return self.start()
 
     def __exit__(
@@ -243,15 +266,15 @@ class PrometheusServer:
                     "file_sd_configs": [{"files": [str(workdir / f"{name}.json")]}],
                 }
             )
-        config = {
-            "global": {
-                "scrape_interval": self.scrape_interval,
-                # Prometheus refuses a timeout longer than the interval (default 10s).
-                "scrape_timeout": self.scrape_interval,
-                "evaluation_interval": self.scrape_interval,
-            },
-            "scrape_configs": jobs,
+        settings = {
+            "scrape_interval": self.scrape_interval,
+            # Prometheus refuses a timeout longer than the interval (default 10s).
+            "scrape_timeout": self.scrape_interval,
+            "evaluation_interval": self.scrape_interval,
         }
+        if self.query_log_path is not None:
+            settings["query_log_file"] = str(self.query_log_path)
+        config = {"global": settings, "scrape_configs": jobs}
         # JSON is valid YAML, and writing it needs no YAML library.
         (workdir / "prometheus.yml").write_text(json.dumps(config, indent=1))
 
@@ -265,9 +288,10 @@ class PrometheusServer:
                 f"--storage.tsdb.path={workdir / 'data'}",
                 f"--web.listen-address=127.0.0.1:{self._port}",
                 "--web.enable-lifecycle",
-                # A throwaway instance: keep little, and never wait on remote storage.
-                "--storage.tsdb.retention.time=1h",
+                f"--storage.tsdb.retention.time={self.retention}",
+                # A throwaway instance never waits on remote storage.
                 "--storage.remote.flush-deadline=1s",
+                *self.extra_args,
             ],
             stdin=subprocess.DEVNULL,
             stdout=self._log,

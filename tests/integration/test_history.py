@@ -197,7 +197,7 @@ def test_backfilled_prometheus_holds_the_truth_with_its_gaps(history: HistoryWor
         t = history.at(minutes)
         rows = [r for r in history.expected_rows(t)
                 if r["node_name"] == "hn-001" and r["gpu_index"] == 0]
-        got = prometheus.query(temperature, t)
+        got = prometheus.query_at(temperature, t)
         # nvitop is down from minute 120 to 140: its last sample lingers 5 minutes.
         if minutes in (126, 139.5):
             assert rows == [] and got == [], (minutes, got)
