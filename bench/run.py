@@ -63,7 +63,7 @@ def run_size(size: Size, dialect: str, scrape_interval_s: int, budget: Budget,
                            "gpus_per_node": size.gpus_per_node, "dialect": dialect,
                            "only": only}
     started = time.monotonic()
-    cpu_before = _cpu_snapshot()
+    cpu_before = cpu_snapshot()
     code_before = code.fingerprint()
     out["code"] = {"git_head": code.git_head(), "fingerprint_start": code_before}
     logger.info("[%s] starting exporter and Prometheus", size.label)
@@ -120,7 +120,7 @@ def run_size(size: Size, dialect: str, scrape_interval_s: int, budget: Budget,
             with GunicornService("warm-" + size.label, world.prometheus_url, log_dir) as warm:
                 out["warm"] = _warm_phase(warm, world, plan, budget)
         out["world"]["scrape_after"] = world.scrape_health()
-    out["machine_load"] = _foreign_cpu(cpu_before, _cpu_snapshot())
+    out["machine_load"] = foreign_cpu(cpu_before, cpu_snapshot())
     out["code"]["fingerprint_end"] = code_after = code.fingerprint()
     # gunicorn and this process load app/ at different moments: equal hashes mean they
     # measured the same code.
@@ -442,7 +442,7 @@ def _warm_phase(service: GunicornService, world: World, plan: Plan,
 
 # -- was the machine ours? --------------------------------------------------------------------
 
-def _cpu_snapshot() -> tuple[float, float, float]:
+def cpu_snapshot() -> tuple[float, float, float]:
     """(wall clock, busy CPU seconds of the whole machine, CPU seconds of this process tree).
 
     This process' children are all waited for by the time a size ends (gunicorn waits for
@@ -462,7 +462,7 @@ def _cpu_snapshot() -> tuple[float, float, float]:
     return time.monotonic(), busy, ours
 
 
-def _foreign_cpu(before: tuple[float, float, float],
+def foreign_cpu(before: tuple[float, float, float],
                  after: tuple[float, float, float]) -> dict[str, Any]:
     """CPU the machine spent on anything but this benchmark while the size ran."""
     wall = after[0] - before[0]

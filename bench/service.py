@@ -22,7 +22,8 @@ ROOT = Path(__file__).resolve().parent.parent
 _APP_VARIABLES = (
     "METRICS_DIALECT", "METRICS_MAPPING_FILE", "CACHE_TTL", "CACHE_STALE_SECONDS",
     "CACHE_MAX_MB", "QUERY_THREADS", "GUNICORN_THREADS", "WEB_CONCURRENCY", "PORT",
-    "REQUEST_DEADLINE", "NODE_LABEL", "DIALECT_REFRESH_SECONDS", "LOG_LEVEL",
+    "REQUEST_DEADLINE", "HISTORY_DEADLINE", "HISTORY_MAX_VALUES", "PROMETHEUS_TIMEOUT",
+    "NODE_LABEL", "DIALECT_REFRESH_SECONDS", "LOG_LEVEL",
     "ENABLE_DEBUG_ENDPOINTS", "CORS_ORIGINS", "FORWARDED_ALLOW_IPS",
 )
 _START_ATTEMPTS = 3
@@ -264,14 +265,7 @@ class GunicornService:
 
     def worker_cpu_seconds(self) -> float:
         """User + system CPU seconds used so far by the current workers."""
-        total = 0.0
-        for pid in self.worker_pids():
-            try:
-                times = psutil.Process(pid).cpu_times()
-            except psutil.Error:
-                continue
-            total += times.user + times.system
-        return total
+        return cpu_seconds(self.worker_pids())
 
     def log_tail(self, lines: int = 30) -> str:
         """The end of gunicorn's output, for error messages."""
@@ -329,3 +323,15 @@ class GunicornService:
             return psutil.Process(pid).children(recursive=True)
         except psutil.Error:
             return []
+
+
+def cpu_seconds(pids: list[int]) -> float:
+    """User + system CPU seconds used so far by the processes still alive among `pids`."""
+    total = 0.0
+    for pid in pids:
+        try:
+            times = psutil.Process(pid).cpu_times()
+        except psutil.Error:
+            continue
+        total += times.user + times.system
+    return total
