@@ -98,6 +98,8 @@ class Operation:
     errors: tuple[str, ...] = ("400",)
     error_texts: Mapping[str, str] = field(default_factory=dict)
     cached: bool = False
+    # The success body's media type (the envelope and `body` are JSON unless told).
+    media_type: str = "application/json"
 
     def __call__(self, view: View) -> View:
         """Attach this operation to `view`, unchanged otherwise."""
@@ -106,7 +108,8 @@ class Operation:
 
     def to_openapi(self, spec: APISpec) -> dict[str, Any]:
         """The operation object, registering the envelope of its data in `spec` if new."""
-        success: dict[str, Any] = _response(self.ok, self._success_schema(spec))
+        success: dict[str, Any] = _response(self.ok, self._success_schema(spec),
+                                            self.media_type)
         responses: dict[str, Any] = {"200": success}
         if self.cached:
             success["headers"] = {name: dict(header) for name, header in CACHE_HEADERS.items()}
@@ -131,8 +134,9 @@ class Operation:
         return name
 
 
-def _response(description: str, schema: str | dict[str, Any]) -> dict[str, Any]:
-    return {"description": description, "content": {"application/json": {"schema": schema}}}
+def _response(description: str, schema: str | dict[str, Any],
+              media_type: str = "application/json") -> dict[str, Any]:
+    return {"description": description, "content": {media_type: {"schema": schema}}}
 
 
 def build_spec(app: Flask) -> dict[str, Any]:

@@ -10,8 +10,13 @@ import requests
 from werkzeug.serving import make_server
 
 from app import create_app
-from demo.prometheus import PrometheusServer
+from demo.cluster import ClusterSpec
+from demo.exporter import ExporterServer
+from demo.prometheus import PrometheusServer, ScrapeTarget
 from tests.integration.world import running_world
+
+# One small dcgm cluster for tests that stop, restart or break their own Prometheus.
+SMALL_SPEC = ClusterSpec(nodes=2, gpus_per_node=2, seed=21, node_prefix="out-")
 
 
 @pytest.fixture(scope="session")
@@ -19,6 +24,18 @@ def world() -> Iterator[PrometheusServer]:
     """One Prometheus scraping every simulated dialect, shared by the session."""
     with running_world() as prometheus:
         yield prometheus
+
+
+@pytest.fixture
+def small_world() -> Iterator[tuple[ExporterServer, PrometheusServer]]:
+    """A dcgm exporter of SMALL_SPEC (4 GPUs) and a Prometheus of this test's own."""
+    with ExporterServer(SMALL_SPEC, "dcgm") as exporter:
+        prometheus = PrometheusServer([ScrapeTarget(exporter.address)]).start()
+        try:
+            prometheus.wait_for("DCGM_FI_DEV_GPU_TEMP", min_count=4, timeout=60)
+            yield exporter, prometheus
+        finally:
+            prometheus.stop()
 
 
 class ApiServer:
