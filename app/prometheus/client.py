@@ -550,13 +550,22 @@ def _decode(response: requests.Response, body: bytes, display_url: str) -> dict[
     return payload
 
 
+# Words VictoriaMetrics uses for a query stopped by its deadline (its errorType is only the
+# HTTP status, where Prometheus says "timeout").
+_TIMEOUT_WORDS = ("timeout", "timed out", "deadline", "maxqueryduration")
+
+
 def _api_error(payload: dict[str, Any], status: int, display_url: str) -> PrometheusError:
     error_type = str(payload.get("errorType") or "unknown")
     detail = str(payload.get("error") or "no detail given")[:300]
     message = f"Prometheus at {display_url} rejected the query ({error_type}): {detail}"
-    if error_type == "timeout":
+    # Prometheus names the kind of error; VictoriaMetrics (and some proxies) the status.
+    numeric = error_type.isdigit()
+    if error_type == "timeout" or (numeric and any(w in detail.lower()
+                                                   for w in _TIMEOUT_WORDS)):
         return PrometheusTimeoutError(message)
-    if error_type == "unavailable" or (status == 503 and error_type == "unknown"):
+    if error_type == "unavailable" or (status in (429, 503)
+                                       and (numeric or error_type == "unknown")):
         return PrometheusUnavailableError(message)
     return PrometheusQueryError(message, error_type)
 
@@ -575,10 +584,12 @@ def _http_error(
             f"{prefix} refused our credentials with HTTP {status}; check the bearer token "
             "or basic-auth settings"
         )
-    if status == 404:
+    # VictoriaMetrics answers a path it does not serve with a plain-text 400.
+    if status == 404 or (status == 400 and b"unsupported path requested" in body):
         return PrometheusBadResponseError(
-            f"{prefix} answered HTTP 404 for {urlsplit(response.url).path}; is PROMETHEUS_URL "
-            "the Prometheus API root (including any path prefix such as /prometheus)?"
+            f"{prefix} answered HTTP {status} for {urlsplit(response.url).path}; is "
+            "PROMETHEUS_URL the Prometheus API root (including any path prefix such as "
+            "/prometheus or /select/0/prometheus)?"
         )
     if status == 503:
         return PrometheusUnavailableError(f"{prefix} answered HTTP 503 with {what}")

@@ -13,6 +13,7 @@ from app import create_app
 from demo.cluster import ClusterSpec
 from demo.exporter import ExporterServer
 from demo.prometheus import PrometheusServer, ScrapeTarget
+from demo.victoriametrics import VictoriaMetricsServer
 from tests.integration.world import running_world
 
 # One small dcgm cluster for tests that stop, restart or break their own Prometheus.
@@ -24,6 +25,21 @@ def world() -> Iterator[PrometheusServer]:
     """One Prometheus scraping every simulated dialect, shared by the session."""
     with running_world() as prometheus:
         yield prometheus
+
+
+# The stores the end-to-end dialect tests run against: Prometheus, and a horizontally
+# scalable one that speaks its API (VictoriaMetrics, under /prometheus).
+STORES = ("prometheus", "victoriametrics")
+
+
+@pytest.fixture(scope="session", params=STORES)
+def store_world(request: pytest.FixtureRequest) -> Iterator[PrometheusServer]:
+    """`world`, and the same clusters scraped by a real VictoriaMetrics."""
+    if request.param == "prometheus":
+        yield request.getfixturevalue("world")
+        return
+    with running_world(server=VictoriaMetricsServer) as victoria_metrics:
+        yield victoria_metrics
 
 
 @pytest.fixture

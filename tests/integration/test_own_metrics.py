@@ -49,9 +49,9 @@ def wait_for_workers(server: GunicornServer, count: int, not_in: set[int]) -> li
     deadline = time.monotonic() + 30
     while True:
         pids = workers(server)
-        if len(pids) == count and not set(pids) & not_in:
-            if fresh_get(f"{server.url}/api/livez").status_code == 200:
-                return pids
+        if (len(pids) == count and not set(pids) & not_in
+                and fresh_get(f"{server.url}/api/livez").status_code == 200):
+            return pids
         assert time.monotonic() < deadline, f"workers are {pids}"
         time.sleep(0.1)
 
