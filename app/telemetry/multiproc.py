@@ -35,7 +35,8 @@ def prepare(environ: MutableMapping[str, str]) -> tuple[Path, bool]:
     if named:
         path = Path(named)
         try:
-            path.mkdir(exist_ok=True)
+            if not path.exists():
+                path.mkdir()
         except OSError as exc:
             raise MultiprocDirError(f"{MULTIPROC_ENV}={named!r} cannot be created: "
                                     f"{exc.strerror}") from None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 import pytest
 import requests
@@ -29,7 +30,9 @@ def world() -> Iterator[PrometheusServer]:
 
 # The stores the end-to-end dialect tests run against: Prometheus, and a horizontally
 # scalable one that speaks its API (VictoriaMetrics, under /prometheus).
-STORES = ("prometheus", "victoriametrics")
+STORE_SERVERS: dict[str, type[PrometheusServer]] = {
+    "prometheus": PrometheusServer, "victoriametrics": VictoriaMetricsServer}
+STORES = tuple(STORE_SERVERS)
 
 
 @pytest.fixture(scope="session", params=STORES)
@@ -38,20 +41,36 @@ def store_world(request: pytest.FixtureRequest) -> Iterator[PrometheusServer]:
     if request.param == "prometheus":
         yield request.getfixturevalue("world")
         return
-    with running_world(server=VictoriaMetricsServer) as victoria_metrics:
-        yield victoria_metrics
+    with running_world(server=STORE_SERVERS[request.param]) as store:
+        yield store
+
+
+@contextmanager
+def small_cluster(server: type[PrometheusServer] = PrometheusServer,
+                  ) -> Iterator[tuple[ExporterServer, PrometheusServer]]:
+    """A dcgm exporter of SMALL_SPEC (4 GPUs) and a `server` scraping only it."""
+    with ExporterServer(SMALL_SPEC, "dcgm") as exporter:
+        store = server([ScrapeTarget(exporter.address)]).start()
+        try:
+            store.wait_for("DCGM_FI_DEV_GPU_TEMP", min_count=4, timeout=60)
+            yield exporter, store
+        finally:
+            store.stop()
 
 
 @pytest.fixture
 def small_world() -> Iterator[tuple[ExporterServer, PrometheusServer]]:
     """A dcgm exporter of SMALL_SPEC (4 GPUs) and a Prometheus of this test's own."""
-    with ExporterServer(SMALL_SPEC, "dcgm") as exporter:
-        prometheus = PrometheusServer([ScrapeTarget(exporter.address)]).start()
-        try:
-            prometheus.wait_for("DCGM_FI_DEV_GPU_TEMP", min_count=4, timeout=60)
-            yield exporter, prometheus
-        finally:
-            prometheus.stop()
+    with small_cluster() as world:
+        yield world
+
+
+@pytest.fixture(params=STORES)
+def small_store_world(request: pytest.FixtureRequest,
+                      ) -> Iterator[tuple[ExporterServer, PrometheusServer]]:
+    """small_world, in Prometheus and in VictoriaMetrics."""
+    with small_cluster(STORE_SERVERS[request.param]) as world:
+        yield world
 
 
 class ApiServer:
