@@ -230,3 +230,18 @@ def test_a_bad_config_value_is_refused_by_the_service_not_silently_kept() -> Non
            if isinstance(v, str)}
     with pytest.raises(ConfigError, match="CACHE_TTL"):
         load_config(env)
+
+
+@pytest.mark.parametrize(("values", "where"), [
+    ({"port": "http"}, "/port"),
+    ({"replicaCount": -1}, "/replicaCount"),
+    ({"config": {"cache_ttl": "5"}}, "cache_ttl"),
+    ({"config": {"CACHE_TTL": ["5"]}}, "/config/CACHE_TTL"),
+    ({"metrics": {"serviceMonitor": {"interval": "often"}}}, "/metrics/serviceMonitor/interval"),
+])
+def test_values_of_the_wrong_shape_are_refused_by_the_schema_naming_the_key(
+        values: dict[str, Any], where: str) -> None:
+    with pytest.raises(helm.HelmError, match=re.escape(where)):
+        render(values)
+    report = helm.lint(CHART, values, namespace=NAMESPACE)
+    assert any(where in error for error in report["errors"]), report
