@@ -52,6 +52,12 @@ CACHE_HEADERS: Mapping[str, Mapping[str, Any]] = {
         'detail="stale-if-error". The message then says what failed and the data\'s age')},
 }
 NOT_MODIFIED = {"description": "Unchanged since the ETag sent in If-None-Match"}
+# Every answer names its request (create_app's access log hook), failures included.
+REQUEST_ID_HEADERS: Mapping[str, Mapping[str, Any]] = {
+    "X-Request-ID": {"schema": {"type": "string"}, "description": (
+        "The X-Request-ID the client sent (at most 128 of A-Z a-z 0-9 ._:+/=-), else a new "
+        "one; in our logs and sent on to Prometheus")},
+}
 
 View = TypeVar("View", bound=Callable[..., Any])
 
@@ -117,6 +123,9 @@ class Operation:
         texts = {**ERROR_TEXTS, **self.error_texts}
         for status in (*self.errors, *GUARD_ERRORS):
             responses[status] = _response(texts[status], "ErrorEnvelope")
+        for response in responses.values():
+            response["headers"] = {**response.get("headers", {}), **{
+                name: dict(header) for name, header in REQUEST_ID_HEADERS.items()}}
         described: dict[str, Any] = {"summary": self.summary, "responses": responses}
         if self.args is not None and self.args.fields:
             described["parameters"] = [{"in": "query", "schema": self.args}]

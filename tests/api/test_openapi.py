@@ -168,8 +168,9 @@ def test_only_the_cached_lists_document_validators_and_every_route_the_guards(cl
         assert {"414", "431"} <= set(responses), path
         assert ("304" in responses) == (path in cached), path
         headers = set(responses["200"].get("headers", {}))
-        assert headers == ({"ETag", "Cache-Control", "Age", "Cache-Status"}
-                           if path in cached else set()), path
+        assert headers == ({"ETag", "Cache-Control", "Age", "Cache-Status", "X-Request-ID"}
+                           if path in cached else {"X-Request-ID"}), path
+        assert all("X-Request-ID" in answer["headers"] for answer in responses.values()), path
     health = document["paths"]["/api/healthz"]["get"]["responses"]
     assert set(health) == {"200", "400", "503", "414", "431"}
     assert health["503"]["description"] == "Prometheus is unreachable, too slow or failing"
