@@ -3,8 +3,9 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 PROMETHEUS ?= $(shell command -v prometheus 2>/dev/null || echo /usr/bin/prometheus)
+VICTORIA_METRICS ?= $(shell command -v victoria-metrics 2>/dev/null || echo /usr/bin/victoria-metrics)
 
-.PHONY: help venv prometheus demo run test lint bench bench-micro soak clean
+.PHONY: help venv prometheus victoria-metrics demo run test lint bench bench-micro soak clean
 
 help:  ## list the targets
 	@grep -E '^[a-z]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -28,13 +29,24 @@ prometheus:  ## make sure a Prometheus server binary is installed (Debian packag
 		exit 1; \
 	fi
 
+victoria-metrics:  ## make sure a VictoriaMetrics binary is installed (Debian package)
+	@if [ -x "$(VICTORIA_METRICS)" ]; then \
+		echo "victoria-metrics: $(VICTORIA_METRICS)"; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq victoria-metrics; \
+	else \
+		echo "VictoriaMetrics is not installed. Install the Debian package: sudo apt-get install victoria-metrics" >&2; \
+		echo "(or set VICTORIA_METRICS_BINARY=/path/to/victoria-metrics)" >&2; \
+		exit 1; \
+	fi
+
 demo: venv prometheus  ## run the API on a simulated GPU cluster scraped by a real Prometheus
 	$(BIN)/python -m demo
 
 run: venv  ## run the API under gunicorn against $$PROMETHEUS_URL
 	$(BIN)/gunicorn --config gunicorn.conf.py wsgi:app
 
-test: venv prometheus  ## run every test, the real-Prometheus ones included
+test: venv prometheus victoria-metrics  ## run every test, the real-Prometheus (and VictoriaMetrics) ones included
 	$(BIN)/pytest
 
 lint: venv  ## static checks: ruff, and mypy over the files setup.cfg names

@@ -1,8 +1,19 @@
 """gunicorn settings for the GPU monitoring API; every value can be overridden by env."""
 
 import os
+import sys
+
+from app.telemetry import multiproc
+
+# Before anything imports prometheus-client: it decides at import whether to count in
+# files, which is how the workers' metrics add up at /metrics (its multiprocess mode).
+try:
+    _metrics_dir, _made_metrics_dir = multiproc.prepare(os.environ)
+except multiproc.MultiprocDirError as _exc:
+    sys.exit(str(_exc))
 
 from app.config import load_config
+from app.telemetry.logs import gunicorn_logconfig
 
 # Validate the whole environment before forking: a bad value stops start-up, naming it.
 _config = load_config(os.environ)
@@ -32,6 +43,8 @@ limit_request_field_size = 16384
 accesslog = None
 errorlog = "-"
 loglevel = _config.log_level
+# LOG_FORMAT=json: gunicorn's own lines are JSON objects too, one per line.
+logconfig_dict = gunicorn_logconfig(loglevel) if _config.log_format == "json" else {}
 
 # Trust X-Forwarded-* only from the ingress on loopback or as configured.
 forwarded_allow_ips = os.environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1")
@@ -69,3 +82,30 @@ def post_worker_init(worker) -> None:
     if not start_worker(worker.wsgi):
         worker.log.warning("the loaded app is not create_app()'s: dialects are detected "
                            "on the first request instead")
+
+
+def on_starting(server) -> None:
+    """Start counting from zero: drop metric files a previous run left in the directory."""
+    multiproc.clear(_metrics_dir)
+
+
+def when_ready(server) -> None:
+    """With METRICS_PORT, serve every worker's metrics from the master, on that port."""
+    if _config.metrics_port:
+        from prometheus_client import start_http_server
+
+        from app.telemetry.metrics import aggregate_registry
+
+        start_http_server(_config.metrics_port, registry=aggregate_registry())
+        server.log.info("serving /metrics on port %d", _config.metrics_port)
+
+
+def child_exit(server, worker) -> None:
+    """Forget a finished worker's live gauges; its counts stay in the totals."""
+    multiproc.mark_dead(worker.pid)
+
+
+def on_exit(server) -> None:
+    """Remove the metrics directory we made (one named by the environment is kept)."""
+    if _made_metrics_dir:
+        multiproc.remove(_metrics_dir)

@@ -20,6 +20,7 @@ a background refresh keeps trying. Only Prometheus failures qualify; a bug stays
 
 from __future__ import annotations
 
+import contextvars
 import hashlib
 import logging
 import os
@@ -28,7 +29,7 @@ import time
 from collections.abc import Callable, Hashable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, replace
-from typing import Generic, TypeVar
+from typing import Generic, Protocol, TypeVar
 
 from cachetools import LRUCache
 
@@ -41,6 +42,24 @@ logger = logging.getLogger(__name__)
 Clock = Callable[[], float]
 # Runs a refresh later, off the request thread.
 Spawn = Callable[[Callable[[], None]], object]
+
+
+class CacheObserver(Protocol):
+    """Told how each lookup was answered and how each background refresh ended."""
+
+    def cache_lookup(self, result: str) -> None:
+        ...
+
+    def cache_refreshed(self, succeeded: bool) -> None:
+        ...
+
+
+class _Unobserved:
+    def cache_lookup(self, result: str) -> None:
+        pass
+
+    def cache_refreshed(self, succeeded: bool) -> None:
+        pass
 
 
 @dataclass(frozen=True)
@@ -129,8 +148,10 @@ class ResponseCache:
     """Answer repeated questions from memory, asking Prometheus once per `ttl` seconds."""
 
     def __init__(self, ttl: float, stale_for: float, max_bytes: int, *,
-                 clock: Clock = time.monotonic, spawn: Spawn | None = None) -> None:
+                 clock: Clock = time.monotonic, spawn: Spawn | None = None,
+                 observer: CacheObserver | None = None) -> None:
         self.ttl = ttl
+        self._observer: CacheObserver = observer or _Unobserved()
         self.stale_for = stale_for
         self._clock = clock
         self._spawn = spawn
@@ -161,34 +182,44 @@ class ResponseCache:
         """
         if not self.enabled:
             return Served(make_entry(produce(), self._clock()), 0.0)
+        observe = self._observer.cache_lookup
         slot = self._entries.get(key)
         if not isinstance(slot, _Slot):
+            observe("miss")
             return self._produce_now(key, produce)
         now = self._clock()
         age = now - slot.entry.produced_at
         if age < self.ttl:
+            observe("hit")
             return Served(slot.entry, age)
         problem = slot.failure
         if problem is None:
             if age < self.ttl + (self.stale_for if stale_for is None else stale_for):
                 self._refresh_in_background(key, produce)
+                observe("stale")
                 return Served(slot.entry, age)
             flight = self._flight(key)
             if flight is not None and flight.background:
                 problem = RefreshOverdueError(upstream, now - flight.started_at)
         if isinstance(problem, PrometheusError) and age < stale_if_error:
             self._refresh_in_background(key, produce)  # keep trying; nobody waits on it
+            observe("stale_if_error")
             return Served(slot.entry, age, str(problem))
         if isinstance(problem, RefreshOverdueError):
+            observe("overdue")
             raise problem  # do not pile a second fan-out onto a Prometheus that hangs
         # The refresh failed (or the answer is simply too old): ask again, once for all.
         try:
-            return self._produce_now(key, produce)
+            served = self._produce_now(key, produce)
         except PrometheusError as exc:
             age = self._clock() - slot.entry.produced_at
             if age < stale_if_error:
+                observe("stale_if_error")
                 return Served(slot.entry, age, str(exc))
+            observe("miss")
             raise
+        observe("miss")
+        return served
 
     def _flight(self, key: Hashable) -> _Flight | None:
         with self._lock:
@@ -217,7 +248,10 @@ class ResponseCache:
         flight, owner = self._claim(key, background=True)
         if owner:
             spawn = self._spawn or self._background().submit
-            spawn(lambda: self._refresh(key, produce, flight))
+            # The refresh runs for the request that found the answer stale: its id goes
+            # with it, into the refresh's queries and log lines.
+            context = contextvars.copy_context()
+            spawn(lambda: context.run(self._refresh, key, produce, flight))
 
     def _fill(self, key: Hashable, produce: Callable[[], bytes], flight: _Flight) -> None:
         """Produce the body we claimed, store it (or the failure), and tell every waiter."""
@@ -246,6 +280,7 @@ class ResponseCache:
     def _refresh(self, key: Hashable, produce: Callable[[], bytes], flight: _Flight) -> None:
         self._fill(key, produce, flight)
         failure = flight.future.exception()
+        self._observer.cache_refreshed(failure is None)
         if failure is not None:
             # Logged here, once: no request sees this exception (the next one asks again).
             logger.warning("background refresh of %s failed: %s", key, failure)

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import logging
 import os
 import re
 import ssl
-import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import TypeVar
@@ -18,6 +16,7 @@ from app.dialects.model import Dialect
 from app.prometheus.auth import is_sendable_token
 from app.prometheus.client import ClientSettings
 from app.prometheus.promql import check_label_name
+from app.telemetry.logs import LOG_FORMATS
 
 T = TypeVar("T")
 
@@ -35,6 +34,10 @@ class Config:
     prometheus_url: str = "http://localhost:9090"
     port: int = 8080
     log_level: str = "info"
+    # text for people, json for a log pipeline: one object per line, with the request id.
+    log_format: str = "text"
+    # 0: /metrics on the API's port; else gunicorn's master serves it there, alone.
+    metrics_port: int = 0
     # Read timeout of one PromQL query; Prometheus is asked to give up a little earlier.
     prometheus_timeout: float = 10.0
     # Budget of one API request's whole fan-out; below gunicorn's worker timeout.
@@ -163,6 +166,13 @@ def _parse_log_level(text: str) -> str:
     return lowered
 
 
+def _parse_log_format(text: str) -> str:
+    lowered = text.strip().lower()
+    if lowered not in LOG_FORMATS:
+        raise ValueError(f"must be one of {', '.join(LOG_FORMATS)}")
+    return lowered
+
+
 def _parse_origins(text: str) -> tuple[str, ...]:
     origins = tuple(part.strip() for part in text.split(",") if part.strip())
     if not origins:
@@ -236,6 +246,9 @@ def load_config(environ: Mapping[str, str]) -> Config:
         prometheus_url=_read(environ, "PROMETHEUS_URL", _parse_url, defaults.prometheus_url),
         port=_read(environ, "PORT", lambda t: _parse_int(t, 1, 65535), defaults.port),
         log_level=_read(environ, "LOG_LEVEL", _parse_log_level, defaults.log_level),
+        log_format=_read(environ, "LOG_FORMAT", _parse_log_format, defaults.log_format),
+        metrics_port=_read(environ, "METRICS_PORT", lambda t: _parse_int(t, 0, 65535),
+                           defaults.metrics_port),
         prometheus_timeout=_read(
             environ, "PROMETHEUS_TIMEOUT", _parse_seconds, defaults.prometheus_timeout
         ),
@@ -283,6 +296,9 @@ def load_config(environ: Mapping[str, str]) -> Config:
             f"METRICS_DIALECT names unknown dialect(s) {', '.join(unknown)}; known: auto, "
             + ", ".join(config.dialect_catalog())
         )
+    if config.metrics_port and config.metrics_port == config.port:
+        raise ConfigError(f"METRICS_PORT={config.metrics_port} must differ from PORT "
+                          "(leave it unset to serve /metrics on the API's port)")
     if config.prometheus_timeout > config.request_deadline:
         raise ConfigError(
             f"PROMETHEUS_TIMEOUT={config.prometheus_timeout} must not exceed "
@@ -372,15 +388,3 @@ def _check_tls_files(ca_file: str | None, client_cert: tuple[str, str] | None) -
         except ssl.SSLError as exc:
             raise ConfigError("PROMETHEUS_CLIENT_CERT and PROMETHEUS_CLIENT_KEY are not a "
                               f"certificate and its private key ({exc.reason})") from None
-
-
-def configure_logging(level: str) -> None:
-    """Send every log line to stdout at the configured level."""
-    logging.basicConfig(
-        level=level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stdout,
-        force=True,
-    )
-    # urllib3 logs every retry; our client reports the outcome once, at the boundary.
-    logging.getLogger("urllib3").setLevel(logging.ERROR)

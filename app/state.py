@@ -15,11 +15,12 @@ from dataclasses import dataclass, field
 
 from flask import current_app
 
-from app.cache import Clock, ResponseCache, Spawn
+from app.cache import CacheObserver, Clock, ResponseCache, Spawn
 from app.config import Config
 from app.dialects.detect import Detection
-from app.dialects.selector import DialectSelector
+from app.dialects.selector import DetectionObserver, DialectSelector
 from app.prometheus.client import PrometheusClient
+from app.telemetry.metrics import Telemetry
 
 logger = logging.getLogger(__name__)
 
@@ -56,6 +57,7 @@ class AppState:
     history_prometheus: PrometheusClient
     dialects: DialectSelector
     cache: ResponseCache
+    telemetry: Telemetry
     stats: RequestStats = field(default_factory=RequestStats)
 
     def detection(self) -> Detection:
@@ -86,12 +88,22 @@ def build_state(config: Config) -> AppState:
     if not config.tls_verify:
         logger.warning("TLS verification of Prometheus is OFF "
                        "(PROMETHEUS_TLS_INSECURE_SKIP_VERIFY)")
-    return AppState(config=config, prometheus=PrometheusClient(config.client_settings()),
-                    history_prometheus=PrometheusClient(config.history_client_settings()),
-                    dialects=build_selector(config), cache=build_cache(config))
+    from app import __version__
+
+    telemetry = Telemetry(__version__)
+    return AppState(
+        config=config,
+        prometheus=PrometheusClient(config.client_settings(), observer=telemetry),
+        history_prometheus=PrometheusClient(config.history_client_settings(),
+                                            observer=telemetry),
+        dialects=build_selector(config, observer=telemetry),
+        cache=build_cache(config, observer=telemetry),
+        telemetry=telemetry,
+    )
 
 
-def build_selector(config: Config) -> DialectSelector:
+def build_selector(config: Config, *,
+                   observer: DetectionObserver | None = None) -> DialectSelector:
     """The dialects METRICS_DIALECT names (forced), or every known one to detect among."""
     catalog = config.dialect_catalog()
     return DialectSelector(
@@ -99,14 +111,16 @@ def build_selector(config: Config) -> DialectSelector:
         forced=bool(config.metrics_dialects),
         node_label=config.node_label,
         refresh_s=config.dialect_refresh,
+        observer=observer,
     )
 
 
 def build_cache(config: Config, *, clock: Clock = time.monotonic,
-                spawn: Spawn | None = None) -> ResponseCache:
+                spawn: Spawn | None = None,
+                observer: CacheObserver | None = None) -> ResponseCache:
     """The response cache of `config`; tests pass a fake `clock` and a held `spawn`."""
     return ResponseCache(config.cache_ttl, config.cache_stale, config.cache_max_mb << 20,
-                         clock=clock, spawn=spawn)
+                         clock=clock, spawn=spawn, observer=observer)
 
 
 def get_state() -> AppState:

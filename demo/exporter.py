@@ -49,6 +49,8 @@ class ExporterServer:
         self._nodes = frozenset(node_names(spec))
         self._truth_lock = threading.Lock()
         self._truth: tuple[int, bytes] | None = None
+        # Set by close(): a keep-alive connection's own thread outlives the accept loop.
+        self.closed = threading.Event()
         self._httpd = _HTTPServer((host, port), _Handler, self)
         self._thread = threading.Thread(
             # A short poll interval keeps close() quick; the default makes it wait 0.5 s.
@@ -88,7 +90,8 @@ class ExporterServer:
         self._thread.join()
 
     def close(self) -> None:
-        """Stop serving and release the socket."""
+        """Stop serving (kept-alive connections too) and release the socket."""
+        self.closed.set()
         self._httpd.shutdown()
         self._httpd.server_close()
         self._thread.join()
@@ -150,6 +153,9 @@ class _Handler(BaseHTTPRequestHandler):
 
     def do_GET(self) -> None:
         exporter = self.server.exporter
+        if exporter.closed.is_set():
+            self.close_connection = True  # hang up unanswered, as a stopped exporter would
+            return
         path = urlsplit(self.path).path
         if path == "/metrics" or path.startswith("/metrics/"):
             node = unquote(path.removeprefix("/metrics/")) if path != "/metrics" else None

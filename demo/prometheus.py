@@ -60,23 +60,32 @@ def find_prometheus_binary(binary: str | None = None) -> str:
 
     Looks at `binary`, then $PROMETHEUS_BINARY, then PATH, then the Debian location.
     """
+    return find_binary("prometheus", DEBIAN_PACKAGE, BINARY_ENV, _DEFAULT_PATHS, binary)
+
+
+def find_binary(name: str, package: str, env: str, default_paths: Sequence[str],
+                binary: str | None = None) -> str:
+    """Return the path of server binary `name`, or raise PrometheusNotInstalledError.
+
+    Looks at `binary`, then $`env`, then PATH, then `default_paths`.
+    """
     hint = (
-        f"Install the Debian package (`apt-get install {DEBIAN_PACKAGE}`), "
-        f"or set {BINARY_ENV} to the binary's path."
+        f"Install the Debian package (`apt-get install {package}`), "
+        f"or set {env} to the binary's path."
     )
-    explicit = binary or os.environ.get(BINARY_ENV)
+    explicit = binary or os.environ.get(env)
     if explicit:
         found = shutil.which(explicit)
         if found is None:
             raise PrometheusNotInstalledError(
-                f"Prometheus binary {explicit!r} is not executable. {hint}"
+                f"{name} binary {explicit!r} is not executable. {hint}"
             )
         return found
-    for candidate in (shutil.which("prometheus"), *_DEFAULT_PATHS):
+    for candidate in (shutil.which(name), *default_paths):
         if candidate and os.access(candidate, os.X_OK):
             return candidate
     raise PrometheusNotInstalledError(
-        f"Prometheus binary not found on PATH or in {', '.join(_DEFAULT_PATHS)}. {hint}"
+        f"{name} binary not found on PATH or in {', '.join(default_paths)}. {hint}"
     )
 
 
@@ -85,7 +94,13 @@ class PrometheusServer:
 
     `workdir`, when given, is used as-is and left in place; otherwise a temporary
     directory holds the config, targets, TSDB and log, and stop() removes it.
+    Another Prometheus-compatible server is a subclass: its binary, its command line,
+    its readiness path and where its Prometheus API is (`api_prefix`).
     """
+
+    # The Prometheus API root below the server's address (what PROMETHEUS_URL names).
+    api_prefix = ""
+    ready_path = "/-/ready"
 
     def __init__(
         self,
@@ -120,7 +135,12 @@ class PrometheusServer:
 
     @property
     def url(self) -> str:
-        """Return the base URL of the running server."""
+        """Return the URL of the running server's Prometheus API root."""
+        return self.root_url + self.api_prefix
+
+    @property
+    def root_url(self) -> str:
+        """Return the address of the running server."""
         if self._port is None:
             raise PrometheusError("Prometheus is not running; call start() first")
         return f"http://127.0.0.1:{self._port}"
@@ -149,7 +169,7 @@ class PrometheusServer:
 
     def start(self) -> Self:
         """Write the config, start Prometheus and wait until /-/ready answers."""
-        binary = find_prometheus_binary(self._binary)
+        binary = self.find_binary(self._binary)
         if self._requested_workdir is not None:
             self._requested_workdir.mkdir(parents=True, exist_ok=True)
             self._workdir = self._requested_workdir
@@ -278,21 +298,30 @@ class PrometheusServer:
         # JSON is valid YAML, and writing it needs no YAML library.
         (workdir / "prometheus.yml").write_text(json.dumps(config, indent=1))
 
+    def find_binary(self, binary: str | None) -> str:
+        """The server binary to run."""
+        return find_prometheus_binary(binary)
+
+    def command(self, binary: str) -> list[str]:
+        """The command line that serves on self._port from self.workdir."""
+        workdir = self.workdir
+        return [
+            binary,
+            f"--config.file={workdir / 'prometheus.yml'}",
+            f"--storage.tsdb.path={workdir / 'data'}",
+            f"--web.listen-address=127.0.0.1:{self._port}",
+            "--web.enable-lifecycle",
+            f"--storage.tsdb.retention.time={self.retention}",
+            # A throwaway instance never waits on remote storage.
+            "--storage.remote.flush-deadline=1s",
+            *self.extra_args,
+        ]
+
     def _launch(self, binary: str) -> subprocess.Popen[bytes]:
         workdir = self.workdir
         self._log = (workdir / "prometheus.log").open("wb")
         self._process = subprocess.Popen(
-            [
-                binary,
-                f"--config.file={workdir / 'prometheus.yml'}",
-                f"--storage.tsdb.path={workdir / 'data'}",
-                f"--web.listen-address=127.0.0.1:{self._port}",
-                "--web.enable-lifecycle",
-                f"--storage.tsdb.retention.time={self.retention}",
-                # A throwaway instance never waits on remote storage.
-                "--storage.remote.flush-deadline=1s",
-                *self.extra_args,
-            ],
+            self.command(binary),
             stdin=subprocess.DEVNULL,
             stdout=self._log,
             stderr=subprocess.STDOUT,
@@ -311,7 +340,8 @@ class PrometheusServer:
                     f"Prometheus exited with code {process.returncode}.\n{self.log_tail()}"
                 )
             try:
-                if self._session.get(f"{self.url}/-/ready", timeout=1.0).status_code == 200:
+                ready = self._session.get(self.root_url + self.ready_path, timeout=1.0)
+                if ready.status_code == 200:
                     return True
             except requests.RequestException:
                 pass  # not listening yet

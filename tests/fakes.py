@@ -23,6 +23,7 @@ class FakePrometheus:
     def __init__(self, mock: responses.RequestsMock, base_url: str = PROM_URL) -> None:
         self.metrics: dict[str, list[dict[str, Any]]] = {}
         self.queries: list[str] = []
+        self.request_ids: list[str | None] = []  # the X-Request-ID of each query
         self.failure: Callable[[], tuple[int, dict[str, str], str]] | None = None
         self.mock = mock  # other stand-ins register their endpoints on it (range_prometheus)
         for method in (responses.GET, responses.POST):
@@ -47,6 +48,7 @@ class FakePrometheus:
             params.update(parse_qs(body))
         query = params["query"][0]
         self.queries.append(query)
+        self.request_ids.append(request.headers.get("X-Request-ID"))
         if self.failure is not None:
             return self.failure()
         if query.startswith("count by (__name__)"):

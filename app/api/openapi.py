@@ -52,6 +52,12 @@ CACHE_HEADERS: Mapping[str, Mapping[str, Any]] = {
         'detail="stale-if-error". The message then says what failed and the data\'s age')},
 }
 NOT_MODIFIED = {"description": "Unchanged since the ETag sent in If-None-Match"}
+# Every answer names its request (create_app's access log hook), failures included.
+REQUEST_ID_HEADERS: Mapping[str, Mapping[str, Any]] = {
+    "X-Request-ID": {"schema": {"type": "string"}, "description": (
+        "The X-Request-ID the client sent (at most 128 of A-Z a-z 0-9 ._:+/=-), else a new "
+        "one; in our logs and sent on to Prometheus")},
+}
 
 View = TypeVar("View", bound=Callable[..., Any])
 
@@ -98,6 +104,8 @@ class Operation:
     errors: tuple[str, ...] = ("400",)
     error_texts: Mapping[str, str] = field(default_factory=dict)
     cached: bool = False
+    # The success body's media type (the envelope and `body` are JSON unless told).
+    media_type: str = "application/json"
 
     def __call__(self, view: View) -> View:
         """Attach this operation to `view`, unchanged otherwise."""
@@ -106,7 +114,8 @@ class Operation:
 
     def to_openapi(self, spec: APISpec) -> dict[str, Any]:
         """The operation object, registering the envelope of its data in `spec` if new."""
-        success: dict[str, Any] = _response(self.ok, self._success_schema(spec))
+        success: dict[str, Any] = _response(self.ok, self._success_schema(spec),
+                                            self.media_type)
         responses: dict[str, Any] = {"200": success}
         if self.cached:
             success["headers"] = {name: dict(header) for name, header in CACHE_HEADERS.items()}
@@ -114,6 +123,9 @@ class Operation:
         texts = {**ERROR_TEXTS, **self.error_texts}
         for status in (*self.errors, *GUARD_ERRORS):
             responses[status] = _response(texts[status], "ErrorEnvelope")
+        for response in responses.values():
+            response["headers"] = {**response.get("headers", {}), **{
+                name: dict(header) for name, header in REQUEST_ID_HEADERS.items()}}
         described: dict[str, Any] = {"summary": self.summary, "responses": responses}
         if self.args is not None and self.args.fields:
             described["parameters"] = [{"in": "query", "schema": self.args}]
@@ -131,8 +143,9 @@ class Operation:
         return name
 
 
-def _response(description: str, schema: str | dict[str, Any]) -> dict[str, Any]:
-    return {"description": description, "content": {"application/json": {"schema": schema}}}
+def _response(description: str, schema: str | dict[str, Any],
+              media_type: str = "application/json") -> dict[str, Any]:
+    return {"description": description, "content": {media_type: {"schema": schema}}}
 
 
 def build_spec(app: Flask) -> dict[str, Any]:

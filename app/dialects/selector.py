@@ -6,8 +6,9 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Future
+from typing import Protocol
 
 from app.dialects.detect import Detection, detect
 from app.dialects.model import Dialect
@@ -21,6 +22,16 @@ Detector = Callable[[PrometheusClient], Detection]
 # A request that finds no detection yet waits for the one in flight: that is bounded by
 # the client's deadline, and this margin covers connecting and the thread hand-over.
 WAIT_MARGIN_S = 5.0
+
+
+class DetectionObserver(Protocol):
+    """Told of every detection: the dialects in use among the candidates, or a failure."""
+
+    def dialects_detected(self, found: Iterable[str], candidates: Iterable[str]) -> None:
+        ...
+
+    def detection_failed(self) -> None:
+        ...
 
 
 class DialectSelector:
@@ -43,8 +54,10 @@ class DialectSelector:
         retry_s: float = 15.0,
         detector: Detector | None = None,
         clock: Callable[[], float] = time.monotonic,
+        observer: DetectionObserver | None = None,
     ) -> None:
         self.candidates = tuple(candidates)
+        self._observer = observer
         self.forced = forced
         self.node_label = node_label
         self.refresh_s = refresh_s
@@ -138,6 +151,8 @@ class DialectSelector:
             flight.set_result(fresh)
 
     def _succeeded(self, fresh: Detection) -> None:
+        if self._observer is not None:
+            self._observer.dialects_detected(_names(fresh), [d.name for d in self.candidates])
         found = bool(fresh.dialects) and any(fresh.series_counts.values())
         with self._lock:
             previous, self._detection = self._detection, fresh
@@ -152,6 +167,8 @@ class DialectSelector:
                         took)
 
     def _failed(self, exc: Exception) -> None:
+        if self._observer is not None:
+            self._observer.detection_failed()
         with self._lock:
             self._failures += 1
             first = self._failures == 1

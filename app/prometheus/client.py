@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextvars
 import functools
 import logging
 import os
@@ -13,7 +14,7 @@ import warnings
 from collections.abc import Callable, Hashable, Iterator, Mapping, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
 import orjson
@@ -31,6 +32,7 @@ from app.prometheus.errors import (
     PrometheusUnavailableError,
 )
 from app.prometheus.promql import check_label_name
+from app.telemetry import request_id
 
 logger = logging.getLogger(__name__)
 
@@ -91,6 +93,20 @@ class Window:
     step: float
 
 
+class QueryObserver(Protocol):
+    """Told of every call to Prometheus' API: its endpoint, what it raised, how long."""
+
+    def query_done(self, endpoint: str, exc: BaseException | None, seconds: float) -> None:
+        ...
+
+
+def endpoint_of(path: str) -> str:
+    """The API endpoint of `path` as a low-cardinality name (a label's name is dropped)."""
+    if path.startswith("/api/v1/label/"):
+        return "label_values"
+    return path.removeprefix("/api/v1/") or path
+
+
 def redact_url(url: str) -> str:
     """Return the URL without user:password, safe to log and show."""
     parts = urlsplit(url)
@@ -103,8 +119,10 @@ def redact_url(url: str) -> str:
 class PrometheusClient:
     """Thread-safe client; one per worker process, its thread pool created lazily."""
 
-    def __init__(self, settings: ClientSettings) -> None:
+    def __init__(self, settings: ClientSettings, *,
+                 observer: QueryObserver | None = None) -> None:
         self.settings = settings
+        self._observer = observer
         self.display_url = redact_url(settings.base_url)
         self._lock = threading.Lock()
         self._executor: ThreadPoolExecutor | None = None
@@ -265,8 +283,10 @@ class PrometheusClient:
             yield key, call(promql, deadline=deadline)
             return
         executor = self._get_executor()
+        # Each query runs in a copy of this context: the request id goes with it.
         futures: dict[Future[T], K] = {
-            executor.submit(call, promql, deadline=deadline): key
+            executor.submit(contextvars.copy_context().run, call, promql,
+                            deadline=deadline): key
             for key, promql in queries.items()
         }
         pending = set(futures)
@@ -326,8 +346,18 @@ class PrometheusClient:
     def _call(
         self, path: str, params: dict[str, Any], deadline: float, *, allow_post: bool
     ) -> dict[str, Any]:
-        response, body = self._exchange(path, params, deadline, allow_post=allow_post)
-        return _decode(response, body, self.display_url)
+        started = time.monotonic()
+        failure: BaseException | None = None
+        try:
+            response, body = self._exchange(path, params, deadline, allow_post=allow_post)
+            return _decode(response, body, self.display_url)
+        except BaseException as exc:
+            failure = exc
+            raise
+        finally:
+            if self._observer is not None:
+                self._observer.query_done(endpoint_of(path), failure,
+                                          time.monotonic() - started)
 
     def _exchange(
         self, path: str, params: dict[str, Any], deadline: float, *, allow_post: bool
@@ -346,14 +376,19 @@ class PrometheusClient:
             params = {**params, "timeout": f"{server_timeout:.3f}"}
         url = self.settings.base_url + path
         use_post = allow_post and _encoded_length(params) > MAX_GET_QUERY_CHARS
+        # Prometheus' query log and any proxy's access log can then be matched to ours.
+        rid = request_id.current()
+        headers = {request_id.HEADER: rid} if rid else None
         try:
             if use_post:
                 response = self._session().post(
-                    url, data=params, timeout=(CONNECT_TIMEOUT_S, read_timeout), stream=True
+                    url, data=params, headers=headers,
+                    timeout=(CONNECT_TIMEOUT_S, read_timeout), stream=True
                 )
             else:
                 response = self._session().get(
-                    url, params=params, timeout=(CONNECT_TIMEOUT_S, read_timeout), stream=True
+                    url, params=params, headers=headers,
+                    timeout=(CONNECT_TIMEOUT_S, read_timeout), stream=True
                 )
             with response:
                 body = self._read_body(response)
@@ -515,13 +550,22 @@ def _decode(response: requests.Response, body: bytes, display_url: str) -> dict[
     return payload
 
 
+# Words VictoriaMetrics uses for a query stopped by its deadline (its errorType is only the
+# HTTP status, where Prometheus says "timeout").
+_TIMEOUT_WORDS = ("timeout", "timed out", "deadline", "maxqueryduration")
+
+
 def _api_error(payload: dict[str, Any], status: int, display_url: str) -> PrometheusError:
     error_type = str(payload.get("errorType") or "unknown")
     detail = str(payload.get("error") or "no detail given")[:300]
     message = f"Prometheus at {display_url} rejected the query ({error_type}): {detail}"
-    if error_type == "timeout":
+    # Prometheus names the kind of error; VictoriaMetrics (and some proxies) the status.
+    numeric = error_type.isdigit()
+    if error_type == "timeout" or (numeric and any(w in detail.lower()
+                                                   for w in _TIMEOUT_WORDS)):
         return PrometheusTimeoutError(message)
-    if error_type == "unavailable" or (status == 503 and error_type == "unknown"):
+    if error_type == "unavailable" or (status in (429, 503)
+                                       and (numeric or error_type == "unknown")):
         return PrometheusUnavailableError(message)
     return PrometheusQueryError(message, error_type)
 
@@ -540,10 +584,12 @@ def _http_error(
             f"{prefix} refused our credentials with HTTP {status}; check the bearer token "
             "or basic-auth settings"
         )
-    if status == 404:
+    # VictoriaMetrics answers a path it does not serve with a plain-text 400.
+    if status == 404 or (status == 400 and b"unsupported path requested" in body):
         return PrometheusBadResponseError(
-            f"{prefix} answered HTTP 404 for {urlsplit(response.url).path}; is PROMETHEUS_URL "
-            "the Prometheus API root (including any path prefix such as /prometheus)?"
+            f"{prefix} answered HTTP {status} for {urlsplit(response.url).path}; is "
+            "PROMETHEUS_URL the Prometheus API root (including any path prefix such as "
+            "/prometheus or /select/0/prometheus)?"
         )
     if status == 503:
         return PrometheusUnavailableError(f"{prefix} answered HTTP 503 with {what}")

@@ -24,7 +24,9 @@ def test_openapi_document_describes_every_public_endpoint(client) -> None:
     assert document["openapi"].startswith("3.")
     assert set(document["paths"]) == {
         "/api/healthz", "/api/livez", "/api/v1/gpu/metrics", "/api/v1/gpu/processes",
-        "/api/v1/gpu/history", "/api/v1/capabilities", "/api/openapi.json"}
+        "/api/v1/gpu/history", "/api/v1/capabilities", "/api/openapi.json", "/metrics"}
+    scrape = document["paths"]["/metrics"]["get"]["responses"]["200"]["content"]
+    assert scrape == {"text/plain": {"schema": {"type": "string"}}}
     metrics = document["paths"]["/api/v1/gpu/metrics"]["get"]
     assert {p["name"] for p in metrics["parameters"]} == {
         "node", "namespace", "pod", "gpu_name", "uuid", "time"}
@@ -58,9 +60,11 @@ POSITIVE, NEGATIVE = schemathesis.GenerationMode.POSITIVE, schemathesis.Generati
 # Valid input everywhere; invalid input where there are parameters to get wrong.
 OPERATIONS = [("GET", path, POSITIVE) for path in (
     "/api/healthz", "/api/livez", "/api/v1/gpu/metrics", "/api/v1/gpu/processes",
-    "/api/v1/gpu/history", "/api/v1/capabilities", "/api/openapi.json")] + [
+    "/api/v1/gpu/history", "/api/v1/capabilities", "/api/openapi.json", "/metrics")] + [
     ("GET", path, NEGATIVE) for path in (
         "/api/v1/gpu/metrics", "/api/v1/gpu/processes", "/api/v1/gpu/history")]
+# Answered as they are: the document itself, and the scrape (text, for Prometheus).
+NOT_ENVELOPED = frozenset({"/api/openapi.json", "/metrics"})
 # Rules the document cannot state (an instant not in the future, start before end, at most
 # 11,000 timestamps): input valid by the schema may break them, and gets a 400 naming them.
 RULED = {"/api/v1/gpu/metrics": ("time",),
@@ -93,7 +97,7 @@ def test_api_keeps_to_its_openapi_document_under_fuzzing(
             error = response.json()["error"]
             assert any(f" {name}: " in error for name in RULED[path]), error
         case.validate_response(response)
-        if path != "/api/openapi.json" and response.status_code != 304:
+        if path not in NOT_ENVELOPED and response.status_code != 304:
             assert set(response.json()) == {"success", "data", "message", "error"}
 
     check()
@@ -164,8 +168,9 @@ def test_only_the_cached_lists_document_validators_and_every_route_the_guards(cl
         assert {"414", "431"} <= set(responses), path
         assert ("304" in responses) == (path in cached), path
         headers = set(responses["200"].get("headers", {}))
-        assert headers == ({"ETag", "Cache-Control", "Age", "Cache-Status"}
-                           if path in cached else set()), path
+        assert headers == ({"ETag", "Cache-Control", "Age", "Cache-Status", "X-Request-ID"}
+                           if path in cached else {"X-Request-ID"}), path
+        assert all("X-Request-ID" in answer["headers"] for answer in responses.values()), path
     health = document["paths"]["/api/healthz"]["get"]["responses"]
     assert set(health) == {"200", "400", "503", "414", "431"}
     assert health["503"]["description"] == "Prometheus is unreachable, too slow or failing"

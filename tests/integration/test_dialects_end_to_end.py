@@ -58,8 +58,8 @@ def sample_age(timestamp: str) -> float:
 @pytest.mark.parametrize("dialect", ["legacy", "gpu-metrics", "dcgm", "dcgm-old",
                                      "nvidia-smi", "nvitop"])
 def test_forced_dialect_serves_published_gpu_values(
-        world: PrometheusServer, api_server: Callable[..., ApiServer], dialect: str) -> None:
-    api = api_server(PROMETHEUS_URL=world.url, METRICS_DIALECT=dialect)
+        store_world: PrometheusServer, api_server: Callable[..., ApiServer], dialect: str) -> None:
+    api = api_server(PROMETHEUS_URL=store_world.url, METRICS_DIALECT=dialect)
     response = api.get("/api/v1/gpu/metrics")
     assert response.status_code == 200, response.text
     body = response.json()
@@ -72,8 +72,8 @@ def test_forced_dialect_serves_published_gpu_values(
 
 @pytest.mark.parametrize("dialect", ["legacy", "gpu-metrics", "nvidia-smi", "nvitop"])
 def test_forced_dialect_serves_published_processes(
-        world: PrometheusServer, api_server: Callable[..., ApiServer], dialect: str) -> None:
-    api = api_server(PROMETHEUS_URL=world.url, METRICS_DIALECT=dialect)
+        store_world: PrometheusServer, api_server: Callable[..., ApiServer], dialect: str) -> None:
+    api = api_server(PROMETHEUS_URL=store_world.url, METRICS_DIALECT=dialect)
     response = api.get("/api/v1/gpu/processes")
     assert response.status_code == 200, response.text
     expected = sort_processes(
@@ -83,8 +83,8 @@ def test_forced_dialect_serves_published_processes(
 
 
 def test_auto_detection_reads_every_dialect_at_once(
-        world: PrometheusServer, api_server: Callable[..., ApiServer]) -> None:
-    api = api_server(PROMETHEUS_URL=world.url)
+        store_world: PrometheusServer, api_server: Callable[..., ApiServer]) -> None:
+    api = api_server(PROMETHEUS_URL=store_world.url)
     gpus = api.get("/api/v1/gpu/metrics").json()["data"]
     expected = sort_gpus([row for c in CLUSTERS for row in expected_gpus(c)])
     assert_rows_match(gpus, expected)
@@ -94,8 +94,8 @@ def test_auto_detection_reads_every_dialect_at_once(
 
 
 def test_capabilities_report_dialects_fields_and_why(
-        world: PrometheusServer, api_server: Callable[..., ApiServer]) -> None:
-    api = api_server(PROMETHEUS_URL=world.url)
+        store_world: PrometheusServer, api_server: Callable[..., ApiServer]) -> None:
+    api = api_server(PROMETHEUS_URL=store_world.url)
     body = api.get("/api/v1/capabilities").json()
     assert body["success"] is True
     data = body["data"]
@@ -115,8 +115,8 @@ def test_capabilities_report_dialects_fields_and_why(
 
 
 def test_capabilities_of_one_dialect_without_pods_or_processes(
-        world: PrometheusServer, api_server: Callable[..., ApiServer]) -> None:
-    api = api_server(PROMETHEUS_URL=world.url, METRICS_DIALECT="legacy")
+        store_world: PrometheusServer, api_server: Callable[..., ApiServer]) -> None:
+    api = api_server(PROMETHEUS_URL=store_world.url, METRICS_DIALECT="legacy")
     data = api.get("/api/v1/capabilities").json()["data"]
     assert data["mode"] == "forced"
     assert data["pod_attribution"] is False and data["mig"] is False
@@ -126,8 +126,8 @@ def test_capabilities_of_one_dialect_without_pods_or_processes(
 
 
 def test_filters_narrow_results_through_promql(
-        world: PrometheusServer, api_server: Callable[..., ApiServer]) -> None:
-    api = api_server(PROMETHEUS_URL=world.url, METRICS_DIALECT="dcgm")
+        store_world: PrometheusServer, api_server: Callable[..., ApiServer]) -> None:
+    api = api_server(PROMETHEUS_URL=store_world.url, METRICS_DIALECT="dcgm")
 
     def without_time(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         return [{k: v for k, v in row.items() if k != "timestamp"} for row in rows]
@@ -164,8 +164,8 @@ def test_filters_narrow_results_through_promql(
 @pytest.mark.parametrize("hostile", [
     '"}', '\\"', '=~".*"', 'x"} or vector(1) or {"', ".*", "a|b", "\\", "dc-001\"}"])
 def test_hostile_filter_values_match_nothing_and_break_nothing(
-        world: PrometheusServer, api_server: Callable[..., ApiServer], hostile: str) -> None:
-    api = api_server(PROMETHEUS_URL=world.url, METRICS_DIALECT="dcgm")
+        store_world: PrometheusServer, api_server: Callable[..., ApiServer], hostile: str) -> None:
+    api = api_server(PROMETHEUS_URL=store_world.url, METRICS_DIALECT="dcgm")
     for name in ("node", "namespace", "pod", "gpu_name", "uuid"):
         response = api.get("/api/v1/gpu/metrics", params={name: hostile})
         assert response.status_code == 200, (name, hostile, response.text)

@@ -339,6 +339,7 @@ class SeenQuery:
     kind: str  # "probe", "names", "values", "detect", "labels", "data" or "other"
     method: str
     promql: str | None
+    request_id: str | None = None  # the X-Request-ID it came with
 
 
 class _FaultHandler(_QuietHandler):
@@ -355,7 +356,8 @@ class _FaultHandler(_QuietHandler):
         path, params, _ = self._params()
         promql = (params.get("query") or [None])[0]
         kind = _classify(path, promql)
-        owner._record(SeenQuery(kind, self.command, promql))
+        owner._record(SeenQuery(kind, self.command, promql,
+                                self.headers.get("X-Request-ID")))
         # A label-values lookup names its label in the path: that is what it asks.
         reply = owner._reply_for(kind, path.split("/")[4] if kind == "values" else promql or "")
         try:

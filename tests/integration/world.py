@@ -110,8 +110,11 @@ def targets_for(cluster: Cluster, exporter: ExporterServer) -> list[ScrapeTarget
 
 
 @contextmanager
-def running_world(clusters: tuple[Cluster, ...] = CLUSTERS) -> Iterator[PrometheusServer]:
-    """Start every exporter and one Prometheus scraping them; wait for every target."""
+def running_world(clusters: tuple[Cluster, ...] = CLUSTERS, *,
+                  server: type[PrometheusServer] = PrometheusServer,
+                  ) -> Iterator[PrometheusServer]:
+    """Start every exporter and one `server` (Prometheus, or VictoriaMetrics) scraping
+    them; wait for every target."""
     with ExitStack() as stack:
         targets: list[ScrapeTarget] = []
         for cluster in clusters:
@@ -121,7 +124,7 @@ def running_world(clusters: tuple[Cluster, ...] = CLUSTERS) -> Iterator[Promethe
             if cluster.kube_state_metrics:
                 ksm = stack.enter_context(ExporterServer(cluster.spec, "kube-state-metrics"))
                 targets.append(ScrapeTarget(ksm.address))
-        prometheus = stack.enter_context(PrometheusServer(targets, scrape_interval="1s"))
+        prometheus = stack.enter_context(server(targets, scrape_interval="1s"))
         prometheus.wait_for(
             "up == 1", predicate=lambda result: len(result) == len(targets), timeout=60)
         # Let every target's first scrape land (up == 1 is written with the samples).

@@ -1,0 +1,1 @@
+"""The service's own observability: request ids, structured logs, Prometheus metrics."""
