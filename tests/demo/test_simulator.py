@@ -118,6 +118,16 @@ EXPECTED_NAMES["dcgm-hostname"] = EXPECTED_NAMES["dcgm"]
 EXPECTED_NAMES["dcgm-single-pod"] = EXPECTED_NAMES["dcgm"]
 EXPECTED_NAMES["dcgm-pod-hostname"] = EXPECTED_NAMES["dcgm"]
 EXPECTED_NAMES["dcgm-no-gpu-util"] = EXPECTED_NAMES["dcgm"] - {"DCGM_FI_DEV_GPU_UTIL"}
+# The health counters of dcgm-exporter's default CSV, and every optional one.
+DEFAULT_HEALTH = {"DCGM_FI_DEV_XID_ERRORS", "DCGM_FI_DEV_PCIE_REPLAY_COUNTER",
+                  "DCGM_FI_DEV_UNCORRECTABLE_REMAPPED_ROWS",
+                  "DCGM_FI_DEV_CORRECTABLE_REMAPPED_ROWS", "DCGM_FI_DEV_ROW_REMAP_FAILURE"}
+EXPECTED_NAMES["dcgm-health"] = EXPECTED_NAMES["dcgm"] | DEFAULT_HEALTH
+# DCGM_EXP_XID_ERRORS_COUNT has a series only for an XID of the last few steps.
+EXPECTED_NAMES["dcgm-health-all"] = EXPECTED_NAMES["dcgm-health"] | {
+    "DCGM_FI_DEV_ROW_REMAP_PENDING", "DCGM_FI_DEV_ECC_SBE_VOL_TOTAL",
+    "DCGM_FI_DEV_ECC_DBE_VOL_TOTAL", "DCGM_FI_DEV_CLOCKS_EVENT_REASONS",
+    "DCGM_FI_DEV_NVLINK_CRC_FLIT_ERROR_COUNT_TOTAL", "DCGM_EXP_GPU_HEALTH_STATUS"}
 EXPECTED_NAMES["nvidia-smi-1.2"] = EXPECTED_NAMES["nvidia-smi"] | {"nvidia_smi_index"}
 EXPECTED_NAMES["kube-state-metrics"] = {"kube_pod_info"}
 
@@ -508,7 +518,8 @@ def test_exporter_serves_metrics_per_node_truth_and_health() -> None:
         everything = requests.get(f"{exporter.url}/metrics", timeout=5).text
         assert everything == render(snapshot(SPEC, 0), "nvidia-smi")
         truth = requests.get(f"{exporter.url}/truth", timeout=5).json()
-    assert truth["step"] == 0 and truth["spec"] == dataclasses.asdict(SPEC)
+    assert truth["step"] == 0
+    assert truth["spec"] == json.loads(json.dumps(dataclasses.asdict(SPEC)))
     assert truth["gpus"] == json.loads(
         json.dumps([dataclasses.asdict(g) for g in snapshot(SPEC, 0)])
     )

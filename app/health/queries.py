@@ -1,0 +1,200 @@
+"""The PromQL of the health rules: Prometheus finds the events, the service only reads them.
+
+Every event query answers, per GPU (and per code or rule), the first instant of the window
+at which the rule held: a subquery over the window at `HealthWindow.step` evaluates the
+condition, `timestamp()` of the kept samples gives that instant, `min_over_time` the first.
+A prefilter pinned with `@ end()` (evaluated once, not at every step) keeps the subquery
+to the few GPUs where something happened, so a clean cluster costs one pass over its
+samples per rule.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from app.dialects.model import Dialect
+from app.health.rules import RULES, XID_COUNT, XID_COUNT_LABEL, XID_GAUGE, Rule
+from app.prometheus.promql import aggregate, quote, selectors
+from app.services.queries import Filter, QueryKey, identity_filters
+from app.services.records import GpuFilters
+
+DEFAULT_WINDOW_S = 3600.0
+# How far before the window the XID gauge is read for the codes it already held.
+XID_MEMORY_S = 3600.0
+# At most this many evaluation steps per window; never finer than 15 s.
+WINDOW_STEPS = 120
+MIN_STEP_S = 15
+# The label that tags each rule's series in the one query of all rules.
+RULE_LABEL = "health_rule"
+TARGET_LABELS = ("instance", "job")
+STAT_LABEL = "health_stat"
+
+
+@dataclass(frozen=True)
+class HealthWindow:
+    """The window event rules look back over, in seconds."""
+
+    seconds: float = DEFAULT_WINDOW_S
+
+    @property
+    def step(self) -> int:
+        """Seconds between the instants a rule is evaluated at: `since` is this precise."""
+        return max(MIN_STEP_S, int(self.seconds / WINDOW_STEPS) // MIN_STEP_S * MIN_STEP_S)
+
+
+def duration(seconds: float) -> str:
+    """A PromQL duration of whole seconds (at least 1s)."""
+    return f"{max(1, math.ceil(seconds))}s"
+
+
+def health_queries(dialect: Dialect, filters: GpuFilters,
+                   window: HealthWindow) -> dict[QueryKey, str]:
+    """Every health query of one dialect: only for the health metrics detection found."""
+    present = set(dialect.health_metrics)
+    plan = _Plan(dialect, identity_filters(dialect, filters, on_info=False), window)
+    queries: dict[QueryKey, str] = {}
+    if XID_GAUGE in present:
+        queries[("health", "xid_gauge")] = plan.xid_gauge_events()
+        queries[("health", "xid_before")] = plan.xid_gauge_before()
+    if XID_COUNT in present:
+        queries[("health", "xid_count")] = plan.xid_count_events()
+    rules = [query for rule in RULES
+             if (query := plan.rule([m for m in rule.metrics if m in present], rule))]
+    if rules:
+        queries[("health", "rules")] = " or ".join(rules)
+    queries[("health", "seen")] = plan.seen()
+    queries[("health", "targets")] = plan.targets()
+    return queries
+
+
+class _Plan:
+    """PromQL builders for one dialect, its filters and the window."""
+
+    def __init__(self, dialect: Dialect, filters: list[Filter], window: HealthWindow) -> None:
+        self.dialect = dialect
+        self.filters = filters
+        self.identity = dialect.labels.identity()
+        self.on = f"on ({', '.join(self.identity)})"
+        self.seconds = window.seconds
+        self.w = duration(window.seconds)
+        self.r = duration(window.step)
+        self.subquery = f"[{self.w}:{self.r}]"
+
+    def each(self, metrics: Sequence[str], template: Callable[[str], str]) -> str:
+        """`template` applied to every plain selector of `metrics`, joined with `or`."""
+        parts = [template(s) for m in metrics for s in selectors(m, self.filters)]
+        return parts[0] if len(parts) == 1 else "(" + " or ".join(parts) + ")"
+
+    def by(self, operator: str, expression: str, extra: Sequence[str] = ()) -> str:
+        return aggregate(operator, (*self.identity, *extra), expression)
+
+    def first_instant(self, condition: str, prefilter: str, extra: Sequence[str] = ()) -> str:
+        """The first instant of the window at which `condition` held, where `prefilter`
+        (pinned at the window's end) says it may have."""
+        on = f"on ({', '.join((*self.identity, *extra))})"
+        return f"min_over_time((timestamp({condition}) and {on} ({prefilter})){self.subquery})"
+
+    # ---------------------------------------------------------------------------- XID
+
+    def _xid_changed(self) -> str:
+        """GPUs whose XID gauge may have taken a new code in the window: it changed, a
+        second series appeared (newer exporters label each code), or it was not there in
+        the hour before the window."""
+        g = [XID_GAUGE]
+        changed = self.by("group", self.each(g, lambda s: f"changes({s}[{self.w}] @ end())")
+                          + " > 0")
+        series = self.by("count", self.each(g, lambda s: f"last_over_time({s}[{self.w}] "
+                                                         "@ end())"))
+        recent = self.by("group", self.each(g, lambda s: f"last_over_time({s}[{self.w}] "
+                                                         "@ end())"))
+        before = self.by("group", self.each(g, lambda s: f"last_over_time("
+                                                         f"{s}[{duration(XID_MEMORY_S)}] "
+                                                         f"@ end() offset {self.w})"))
+        return (f"{changed} or ({series} > 1) or "
+                f"({recent} unless {self.on} {before})")
+
+    def xid_gauge_events(self) -> str:
+        """Per GPU and code (label `xid`): the first instant of the window the gauge held
+        the code, for the GPUs whose gauge may have changed."""
+        gauge = self.each([XID_GAUGE], lambda s: s)
+        return f"min_over_time(timestamp({self._codes(gauge)}){self.subquery})"
+
+    def _codes(self, gauge: str) -> str:
+        # count_values turns each value (an XID code) into a label; its name comes first.
+        return (f"count_values by ({', '.join(self.identity)}) ({quote(XID_COUNT_LABEL)}, "
+                f"{gauge} and {self.on} ({self._xid_changed()}))")
+
+    def xid_gauge_before(self) -> str:
+        """Per GPU and code: the codes the gauge held in the hour before the window."""
+        memory = duration(XID_MEMORY_S)
+        held = self.each([XID_GAUGE],
+                         lambda s: f"last_over_time({s}[{memory}] offset {self.w})")
+        return self._codes(held)
+
+    def xid_count_events(self) -> str:
+        """Per GPU and code: the first instant dcgm-exporter counted the code."""
+        extra = (XID_COUNT_LABEL,)
+        counted = self.by("max", self.each([XID_COUNT], lambda s: s), extra) + " > 0"
+        recent = self.by("max", self.each([XID_COUNT], lambda s: f"max_over_time({s}"
+                                                                 f"[{self.w}] @ end())"),
+                         extra) + " > 0"
+        return self.first_instant(counted, recent, extra)
+
+    # -------------------------------------------------------------------------- rules
+
+    def rule(self, metrics: Sequence[str], rule: Rule) -> str | None:
+        """One rule's first instant in the window, tagged with its code; None without
+        any of its metrics."""
+        if not metrics:
+            return None
+        extra = rule.labels
+        if rule.kind == "rise":
+            now = self.by("max", self.each(metrics, lambda s: s), extra)
+            then = self.by("max", self.each(metrics, lambda s: f"{s} offset {self.r}"), extra)
+            threshold = rule.per_hour * self.seconds / 3600
+            rose = self.by("max", self.each(metrics, lambda s: f"increase({s}[{self.w}] "
+                                                               "@ end())"), extra)
+            found = self.first_instant(f"{now} > {then}", f"{rose} > {threshold:g}", extra)
+        else:
+            value = self.by("max", self.each(metrics, lambda s: s), extra)
+            peak = self.by("max", self.each(metrics, lambda s: f"max_over_time({s}"
+                                                               f"[{self.w}] @ end())"), extra)
+            if rule.bit is not None:
+                condition = f"floor({value} / {rule.bit}) % 2 == 1"
+                prefilter = f"{peak} >= {rule.bit}"
+            else:
+                condition = f"{value} >= {rule.at_least:g}"
+                if rule.below is not None:
+                    condition += f" < {rule.below:g}"
+                prefilter = f"{peak} >= {rule.at_least:g}"
+            found = self.first_instant(condition, prefilter, extra)
+        return f'label_replace({found}, "{RULE_LABEL}", {quote(rule.code)}, "", "")'
+
+    # ---------------------------------------------------------------------- freshness
+
+    def seen(self) -> str:
+        """Per GPU and scrape target: its latest sample's time; for a GPU gone from the
+        exporter within the window, the time of its last sample."""
+        metric = [self.dialect.pod_metric()]
+        by = (*self.identity, *TARGET_LABELS)
+        latest = aggregate("max", by, self.each(metric, lambda s: f"timestamp({s})"))
+        current = self.each(metric, lambda s: f"{s} @ end()")
+        gone = self.each(metric, lambda s: f"timestamp({s})")
+        last = aggregate("max", by, f"max_over_time(({gone} unless {self.on} {current})"
+                                    f"{self.subquery})")
+        return f"{latest} or {last}"
+
+    def targets(self) -> str:
+        """The scrape targets of the GPUs seen in the window: `up` now, and how many
+        scrapes the window holds (which gives the scrape interval)."""
+        by = ", ".join(TARGET_LABELS)
+        gpus = aggregate("group", TARGET_LABELS,
+                         self.each([self.dialect.pod_metric()],
+                                   lambda s: f"last_over_time({s}[{self.w}])"))
+        up = f"max by ({by}) (up)"
+        samples = f"max by ({by}) (count_over_time(up[{self.w}]))"
+        tagged = (f'label_replace({up}, "{STAT_LABEL}", "up", "", "") or '
+                  f'label_replace({samples}, "{STAT_LABEL}", "samples", "", "")')
+        return f"({tagged}) and on ({by}) {gpus}"
