@@ -178,7 +178,8 @@ class _Plan:
         """Per GPU and scrape target: its latest sample's time; for a GPU gone from the
         exporter within the window, the time of its last sample."""
         metric = [self.dialect.pod_metric()]
-        by = (*self.identity, *TARGET_LABELS)
+        # The node label may be the target's own `instance` (nvidia_gpu_exporter).
+        by = tuple(dict.fromkeys((*self.identity, *TARGET_LABELS)))
         latest = aggregate("max", by, self.each(metric, lambda s: f"timestamp({s})"))
         current = self.each(metric, lambda s: f"{s} @ end()")
         gone = self.each(metric, lambda s: f"timestamp({s})")
