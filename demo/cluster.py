@@ -97,6 +97,16 @@ class Fault:
         return last - self.start_step + 1
 
 
+def parse_fault(text: str, start_step: int) -> Fault:
+    """Read `node:gpu:kind[:value]` (e.g. gpu-node-001:1:xid:79) as a fault from a step."""
+    parts = text.split(":")
+    if len(parts) not in (3, 4) or not parts[1].isdigit():
+        raise ValueError(f"fault {text!r}: expected node:gpu:kind[:value], e.g. "
+                         "gpu-node-001:1:xid:79")
+    value = int(parts[3], 0) if len(parts) == 4 else 1
+    return Fault(parts[0], int(parts[1]), parts[2], start_step, value=value)
+
+
 @dataclasses.dataclass(frozen=True, slots=True)
 class SimHealth:
     """A GPU's health signals at one step, as dcgm-exporter would read them from DCGM."""
