@@ -1,11 +1,13 @@
 """The PromQL of the health rules: Prometheus finds the events, the service only reads them.
 
-Every event query answers, per GPU (and per code or rule), the first instant of the window
-at which the rule held: a subquery over the window at `HealthWindow.step` evaluates the
-condition, `timestamp()` of the kept samples gives that instant, `min_over_time` the first.
-A prefilter pinned with `@ end()` (evaluated once, not at every step) keeps the subquery
-to the few GPUs where something happened, so a clean cluster costs one pass over its
-samples per rule.
+Two rounds. The first, in the GPU list's own fan-out, is one cheap pass over the window
+per signal (`increase`, `max_over_time`, `changes`, `last_over_time`): which GPUs may
+have fired which rule. Only when some did, a second round asks, for those GPUs alone
+(their UUIDs as matchers), the first instant of the window at which each rule held: a
+subquery over the window at `HealthWindow.step` evaluates the condition, `timestamp()` of
+the kept samples gives that instant and `min_over_time` the first. A subquery over every
+GPU costs about a second per rule at a thousand GPUs; over the few candidates, little.
+A healthy cluster pays the first round only.
 """
 
 from __future__ import annotations
@@ -49,24 +51,67 @@ def duration(seconds: float) -> str:
     return f"{max(1, math.ceil(seconds))}s"
 
 
+# More candidates than this for one rule: the second round asks for every GPU instead
+# (the matcher would outgrow a query string; the answer is the same).
+MAX_NARROWED = 300
+# Candidates of one dialect: per signal ("xid", "xid_count", "gone", or a rule's code),
+# the GPUs to ask about, by their key (node, UUID or index, MIG instance).
+Candidates = dict[str, set[tuple[str, str, str]]]
+
+
 def health_queries(dialect: Dialect, filters: GpuFilters,
                    window: HealthWindow) -> dict[QueryKey, str]:
-    """Every health query of one dialect: only for the health metrics detection found."""
+    """The first round of one dialect: only for the health metrics detection found."""
     present = set(dialect.health_metrics)
     plan = _Plan(dialect, identity_filters(dialect, filters, on_info=False), window)
     queries: dict[QueryKey, str] = {}
     if XID_GAUGE in present:
-        queries[("health", "xid_gauge")] = plan.xid_gauge_events()
-        queries[("health", "xid_before")] = plan.xid_gauge_before()
+        queries[("health", "xid_candidates")] = plan.xid_changed()
     if XID_COUNT in present:
-        queries[("health", "xid_count")] = plan.xid_count_events()
+        queries[("health", "xid_count_candidates")] = plan.xid_count_candidates()
     rules = [query for rule in RULES
-             if (query := plan.rule([m for m in rule.metrics if m in present], rule))]
+             if (query := plan.rule_candidates([m for m in rule.metrics if m in present],
+                                               rule))]
     if rules:
-        queries[("health", "rules")] = " or ".join(rules)
+        queries[("health", "rule_candidates")] = " or ".join(rules)
     queries[("health", "seen")] = plan.seen()
     queries[("health", "targets")] = plan.targets()
     return queries
+
+
+def followup_queries(dialect: Dialect, filters: GpuFilters, window: HealthWindow,
+                     candidates: Candidates) -> dict[QueryKey, str]:
+    """The second round of one dialect: the first instant of each rule, for its candidates."""
+    present = set(dialect.health_metrics)
+    base = identity_filters(dialect, filters, on_info=False)
+
+    def plan(signal: str) -> _Plan:
+        return _Plan(dialect, base + narrowing(dialect, candidates[signal]), window)
+
+    queries: dict[QueryKey, str] = {}
+    if candidates.get("xid"):
+        queries[("health", "xid_gauge")] = plan("xid").xid_gauge_events()
+        queries[("health", "xid_before")] = plan("xid").xid_gauge_before()
+    if candidates.get("xid_count"):
+        queries[("health", "xid_count")] = plan("xid_count").xid_count_events()
+    rules = [query for rule in RULES if candidates.get(rule.code)
+             if (query := plan(rule.code).rule([m for m in rule.metrics if m in present],
+                                               rule))]
+    if rules:
+        queries[("health", "rules")] = " or ".join(rules)
+    if candidates.get("gone"):
+        queries[("health", "seen_gone")] = plan("gone").last_seen()
+    return queries
+
+
+def narrowing(dialect: Dialect, keys: set[tuple[str, str, str]]) -> list[Filter]:
+    """Matchers that keep a query to the GPUs of `keys`: their UUIDs (or nodes)."""
+    labels = dialect.labels
+    if not keys or len(keys) > MAX_NARROWED:
+        return []
+    if labels.uuid:
+        return [(labels.uuid, sorted({device for _, device, _ in keys}))]
+    return [(labels.node, sorted({node for node, _, _ in keys}))]
 
 
 class _Plan:
@@ -96,9 +141,30 @@ class _Plan:
         on = f"on ({', '.join((*self.identity, *extra))})"
         return f"min_over_time((timestamp({condition}) and {on} ({prefilter})){self.subquery})"
 
+    # ------------------------------------------------------------------- candidates
+
+    def rule_candidates(self, metrics: Sequence[str], rule: Rule) -> str | None:
+        """The GPUs that may have fired `rule` in the window, tagged with its code: one
+        range function over the window, no subquery. None without any of its metrics."""
+        if not metrics:
+            return None
+        if rule.kind == "rise":
+            found = self.by("max", self.each(metrics, lambda s: f"increase({s}[{self.w}])"))
+            found += f" > {rule.per_hour * self.seconds / 3600:g}"
+        else:
+            found = self.by("max", self.each(metrics, lambda s: f"max_over_time({s}"
+                                                                f"[{self.w}])"))
+            found += f" >= {rule.bit if rule.bit is not None else rule.at_least:g}"
+        return f'label_replace({found}, "{RULE_LABEL}", {quote(rule.code)}, "", "")'
+
+    def xid_count_candidates(self) -> str:
+        counted = self.by("max", self.each([XID_COUNT], lambda s: f"max_over_time({s}"
+                                                                  f"[{self.w}])"))
+        return f"{counted} > 0"
+
     # ---------------------------------------------------------------------------- XID
 
-    def _xid_changed(self) -> str:
+    def xid_changed(self) -> str:
         """GPUs whose XID gauge may have taken a new code in the window: it changed, a
         second series appeared (newer exporters label each code), or it was not there in
         the hour before the window."""
@@ -124,7 +190,7 @@ class _Plan:
     def _codes(self, gauge: str) -> str:
         # count_values turns each value (an XID code) into a label; its name comes first.
         return (f"count_values by ({', '.join(self.identity)}) ({quote(XID_COUNT_LABEL)}, "
-                f"{gauge} and {self.on} ({self._xid_changed()}))")
+                f"{gauge} and {self.on} ({self.xid_changed()}))")
 
     def xid_gauge_before(self) -> str:
         """Per GPU and code: the codes the gauge held in the hour before the window."""
@@ -175,17 +241,24 @@ class _Plan:
     # ---------------------------------------------------------------------- freshness
 
     def seen(self) -> str:
-        """Per GPU and scrape target: its latest sample's time; for a GPU gone from the
-        exporter within the window, the time of its last sample."""
+        """Per GPU and scrape target: its latest sample's time; a GPU with samples in the
+        window but none now is tagged gone (its last sample's time is the second round's)."""
         metric = [self.dialect.pod_metric()]
         # The node label may be the target's own `instance` (nvidia_gpu_exporter).
         by = tuple(dict.fromkeys((*self.identity, *TARGET_LABELS)))
         latest = aggregate("max", by, self.each(metric, lambda s: f"timestamp({s})"))
-        current = self.each(metric, lambda s: f"{s} @ end()")
-        gone = self.each(metric, lambda s: f"timestamp({s})")
-        last = aggregate("max", by, f"max_over_time(({gone} unless {self.on} {current})"
-                                    f"{self.subquery})")
-        return f"{latest} or {last}"
+        window = aggregate("group", by, self.each(metric, lambda s: f"last_over_time({s}"
+                                                                    f"[{self.w}])"))
+        now = self.each(metric, lambda s: s)
+        return (f"{latest} or label_replace({window} unless {self.on} {now}, "
+                f'"{STAT_LABEL}", "gone", "", "")')
+
+    def last_seen(self) -> str:
+        """Per GPU gone from its exporter: the time of its last sample in the window."""
+        metric = [self.dialect.pod_metric()]
+        by = tuple(dict.fromkeys((*self.identity, *TARGET_LABELS)))
+        stamps = self.each(metric, lambda s: f"timestamp({s})")
+        return aggregate("max", by, f"max_over_time({stamps}{self.subquery})")
 
     def targets(self) -> str:
         """The scrape targets of the GPUs seen in the window: `up` now, and how many

@@ -6,7 +6,14 @@ from collections.abc import Iterable
 from typing import Any
 
 from app.dialects.model import Dialect
-from app.health.queries import RULE_LABEL, STAT_LABEL, TARGET_LABELS, HealthWindow
+from app.health.queries import (
+    RULE_LABEL,
+    STAT_LABEL,
+    TARGET_LABELS,
+    Candidates,
+    HealthWindow,
+    followup_queries,
+)
 from app.health.rules import (
     DEFAULT_SCRAPE_INTERVAL_S,
     EXPORTER_DOWN,
@@ -22,7 +29,7 @@ from app.prometheus.client import QueryResult
 from app.services.gpu_rows import GpuRows
 from app.services.labels import GpuKey, GpuLabelReader, Labels
 from app.services.queries import QueryKey
-from app.services.records import Gpu, GpuHealth, HealthReason
+from app.services.records import Gpu, GpuFilters, GpuHealth, HealthReason
 from app.services.samples import number, reading_samples
 
 _RULES = {rule.code: rule for rule in RULES}
@@ -43,6 +50,8 @@ class HealthJoin:
         self.seen: dict[GpuKey, tuple[float, Target, Labels]] = {}
         self.up: dict[Target, float] = {}
         self.scrapes: dict[Target, float] = {}
+        # The first round's answer: which GPUs to ask the second round about, per signal.
+        self.candidates: Candidates = {}
         # The instant the queries were evaluated at, as Prometheus answered it.
         self.now: float | None = None
 
@@ -66,7 +75,9 @@ class HealthJoin:
         gpu = self.reader.key(labels)
         if gpu is None:
             return
-        if kind == "seen":
+        if kind == "seen" and labels.get(STAT_LABEL) == "gone":
+            self.candidates.setdefault("gone", set()).add(gpu)
+        elif kind in ("seen", "seen_gone"):
             known = self.seen.get(gpu)
             if known is None or value > known[0]:
                 self.seen[gpu] = (value, _target(labels), labels)
@@ -79,6 +90,10 @@ class HealthJoin:
             code = _code(labels)
             if code is not None:
                 self.xid_before.setdefault(gpu, set()).add(code)
+        elif kind in ("xid_candidates", "xid_count_candidates"):
+            self.candidates.setdefault(kind.removesuffix("_candidates"), set()).add(gpu)
+        elif kind == "rule_candidates":
+            self.candidates.setdefault(labels.get(RULE_LABEL, ""), set()).add(gpu)
         elif kind == "rules":
             rule = _RULES.get(labels.get(RULE_LABEL, ""))
             if rule is not None:
@@ -87,6 +102,12 @@ class HealthJoin:
                 message = f"{rule.message} ({detail})" if detail else rule.message
                 self._reason(gpu, HealthReason(rule.code, rule.severity, message,
                                                rule.action, value))
+
+    def followups(self, filters: GpuFilters) -> dict[QueryKey, str]:
+        """The second round's queries, for the first round's candidates (often none)."""
+        if not self.candidates:
+            return {}
+        return followup_queries(self.dialect, filters, self.window, self.candidates)
 
     def _reason(self, gpu: GpuKey, reason: HealthReason) -> None:
         self.reasons.setdefault(gpu, []).append(reason)

@@ -86,6 +86,8 @@ def read_gpus(
                 judges[name].add(tuple(key), result)
             else:
                 joins[name].add(tuple(key), result)
+    evaluated = next((j.now for j in judges.values() if j.now is not None), None)
+    _follow_up(prom, judges, filters, at if at is not None else evaluated)
     current = [joins[d.name].finish(filters) for d in dialects]
     gone: list[list[Gpu]] = []
     for dialect in dialects if health else ():
@@ -97,13 +99,22 @@ def read_gpus(
         gone.append(sorted((r for r in missing.values() if filters.matches(r)),
                            key=gpu_sort_key))
     rows = merge_rows(current, gpu_identities, gpu_sort_key)
-    evaluated = next((j.now for j in judges.values() if j.now is not None), None)
     if not any(gone):
         return GpuSnapshot(rows, evaluated_at=evaluated)
     # A GPU gone from one exporter but listed by another is that other's row.
     everything = merge_rows([rows, *gone], gpu_identities, gpu_sort_key)
     listed = {id(row) for row in rows}
     return GpuSnapshot(rows, [row for row in everything if id(row) not in listed], evaluated)
+
+
+def _follow_up(prom: PrometheusClient, judges: dict[str, HealthJoin], filters: GpuFilters,
+               at: float | None) -> None:
+    """Ask the health rules' second round, for the GPUs the first found, at its instant."""
+    queries = {(name, *key): promql for name, judge in judges.items()
+               for key, promql in judge.followups(filters).items()}
+    if queries:
+        for (name, *key), result in prom.query_each(queries, at=at):
+            judges[name].add(tuple(key), result)
 
 
 def list_processes(

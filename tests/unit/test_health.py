@@ -8,7 +8,13 @@ import pytest
 
 from app.dialects.builtin import DCGM
 from app.dialects.model import GpuLabels
-from app.health.queries import HealthWindow, health_queries
+from app.health.queries import (
+    MAX_NARROWED,
+    HealthWindow,
+    followup_queries,
+    health_queries,
+    narrowing,
+)
 from app.health.rules import HEALTH_METRICS, RULES, XID_CLASSES, xid_class
 from app.health.verdict import HealthJoin, verdict
 from app.services.records import Gpu, GpuFilters, HealthReason
@@ -38,42 +44,71 @@ def test_the_rule_step_is_a_120th_of_the_window_on_a_15_s_grid(seconds: int,
     assert HealthWindow(seconds).step == step
 
 
-def test_a_rising_counter_asks_for_its_first_rise_prefiltered_at_the_window_end() -> None:
-    queries = health_queries(dialect("DCGM_FI_DEV_ECC_DBE_VOL_TOTAL"), GpuFilters(),
+def test_the_first_round_is_one_range_function_per_rule_and_no_subquery() -> None:
+    queries = health_queries(dialect("DCGM_FI_DEV_ECC_DBE_VOL_TOTAL",
+                                     "DCGM_FI_DEV_CLOCKS_EVENT_REASONS"), GpuFilters(),
                              HealthWindow())
-    assert queries[("health", "rules")] == (
-        "label_replace(min_over_time(("
-        f"timestamp(max by ({ID}) (DCGM_FI_DEV_ECC_DBE_VOL_TOTAL) > "
-        f"max by ({ID}) (DCGM_FI_DEV_ECC_DBE_VOL_TOTAL offset 30s)) "
-        f"and on ({ID}) (max by ({ID}) (increase(DCGM_FI_DEV_ECC_DBE_VOL_TOTAL[3600s] "
-        "@ end())) > 0))[3600s:30s]), \"health_rule\", \"ecc_dbe\", \"\", \"\")")
+    rules = queries[("health", "rule_candidates")]
+    assert rules.startswith(
+        f"label_replace(max by ({ID}) (increase(DCGM_FI_DEV_ECC_DBE_VOL_TOTAL[3600s])) > 0, "
+        '"health_rule", "ecc_dbe", "", "") or ')
+    assert (f"label_replace(max by ({ID}) (max_over_time(DCGM_FI_DEV_CLOCKS_EVENT_REASONS"
+            '[3600s])) >= 64, "health_rule", "throttle_hw_thermal", "", "")') in rules
+    assert ":" not in rules.replace("[3600s]", "")  # no subquery
     # No XID metric, no XID query; freshness is always asked.
-    assert set(queries) == {("health", "rules"), ("health", "seen"), ("health", "targets")}
+    assert set(queries) == {("health", "rule_candidates"), ("health", "seen"),
+                            ("health", "targets")}
+
+
+def test_the_second_round_asks_the_first_rise_of_the_candidates_alone() -> None:
+    rules = followup_queries(dialect("DCGM_FI_DEV_ECC_DBE_VOL_TOTAL"), GpuFilters(),
+                             HealthWindow(), {"ecc_dbe": {("n1", "GPU-0", "")}})
+    sel = 'DCGM_FI_DEV_ECC_DBE_VOL_TOTAL{UUID="GPU-0"}'
+    assert rules == {("health", "rules"): (
+        "label_replace(min_over_time(("
+        f"timestamp(max by ({ID}) ({sel}) > max by ({ID}) ({sel} offset 30s)) "
+        f"and on ({ID}) (max by ({ID}) (increase({sel}[3600s] @ end())) > 0))[3600s:30s]), "
+        '"health_rule", "ecc_dbe", "", "")')}
+
+
+def test_too_many_candidates_are_asked_about_without_a_matcher() -> None:
+    many = {("n1", f"GPU-{i}", "") for i in range(MAX_NARROWED + 1)}
+    assert narrowing(dialect(), many) == []
+    assert narrowing(dialect(), {("n1", "GPU-2", ""), ("n1", "GPU-1", "1")}) == [
+        (("UUID",), ["GPU-1", "GPU-2"])]
 
 
 def test_a_bit_rule_tests_its_bit_and_a_fast_counter_scales_with_the_window() -> None:
-    queries = health_queries(dialect("DCGM_FI_DEV_CLOCKS_EVENT_REASONS",
-                                     "DCGM_FI_DEV_ECC_SBE_VOL_TOTAL"),
-                             GpuFilters(node=("n1",)), HealthWindow(1800))
+    candidates = {"throttle_hw_thermal": {("n1", "GPU-0", "")},
+                  "ecc_sbe": {("n1", "GPU-0", "")}}
+    queries = followup_queries(dialect("DCGM_FI_DEV_CLOCKS_EVENT_REASONS",
+                                       "DCGM_FI_DEV_ECC_SBE_VOL_TOTAL"),
+                               GpuFilters(node=("n1",)), HealthWindow(1800), candidates)
     text = queries[("health", "rules")]
-    value = f'max by ({ID}) (DCGM_FI_DEV_CLOCKS_EVENT_REASONS{{Hostname="n1"}})'
+    value = f'max by ({ID}) (DCGM_FI_DEV_CLOCKS_EVENT_REASONS{{Hostname="n1", UUID="GPU-0"}})'
     assert f"timestamp(floor({value} / 64) % 2 == 1)" in text
-    assert '"throttle_hw_thermal"' in text and '"throttle_power_brake"' in text
+    # Only the candidates' rules: not the other throttle bits.
+    assert '"throttle_hw_thermal"' in text and '"throttle_power_brake"' not in text
     # 10 an hour over half an hour: more than 5.
-    assert "increase(DCGM_FI_DEV_ECC_SBE_VOL_TOTAL{Hostname=\"n1\"}[1800s] @ end())) > 5)" \
-        in text
+    assert ('increase(DCGM_FI_DEV_ECC_SBE_VOL_TOTAL{Hostname="n1", UUID="GPU-0"}[1800s] '
+            "@ end())) > 5)") in text
     assert "[1800s:15s]" in text
 
 
 def test_the_xid_gauge_turns_codes_into_labels_and_remembers_the_hour_before() -> None:
-    queries = health_queries(dialect("DCGM_FI_DEV_XID_ERRORS"), GpuFilters(), HealthWindow())
+    metric = dialect("DCGM_FI_DEV_XID_ERRORS")
+    first = health_queries(metric, GpuFilters(), HealthWindow())
+    assert "changes(DCGM_FI_DEV_XID_ERRORS[3600s] @ end())" in first[("health",
+                                                                       "xid_candidates")]
+    queries = followup_queries(metric, GpuFilters(), HealthWindow(),
+                               {"xid": {("n1", "GPU-0", "")}})
+    gauge = 'DCGM_FI_DEV_XID_ERRORS{UUID="GPU-0"}'
     events = queries[("health", "xid_gauge")]
     assert events.startswith(f'min_over_time(timestamp(count_values by ({ID}) ("xid", '
-                             f"DCGM_FI_DEV_XID_ERRORS and on ({ID}) (")
+                             f"{gauge} and on ({ID}) (")
     assert events.endswith("))[3600s:30s])")
-    assert "changes(DCGM_FI_DEV_XID_ERRORS[3600s] @ end())" in events
     before = queries[("health", "xid_before")]
-    assert "last_over_time(DCGM_FI_DEV_XID_ERRORS[3600s] offset 3600s)" in before
+    assert f"last_over_time({gauge}[3600s] offset 3600s)" in before
 
 
 def test_every_rule_metric_is_a_health_metric_and_codes_are_unique() -> None:
