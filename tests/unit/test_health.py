@@ -211,3 +211,25 @@ def test_without_health_metrics_the_verdict_is_unknown() -> None:
     health = rows[("GPU-0", "")].health
     assert health is not None and health.status == "unknown"
     assert [r.code for r in health.reasons] == ["no_health_signals"]
+
+
+def test_the_first_round_decides_what_the_second_asks() -> None:
+    join = HealthJoin(dialect("DCGM_FI_DEV_XID_ERRORS", "DCGM_FI_DEV_ROW_REMAP_FAILURE"),
+                      HealthWindow())
+    assert join.followups(GpuFilters()) == {}  # a healthy cluster: no second round
+    join.add(("health", "rule_candidates"), result(
+        series(gpu_labels("1", health_rule="row_remap_failure"), 1, NOW)))
+    join.add(("health", "seen"), result(
+        series(gpu_labels("2", instance="i", job="j", health_stat="gone"), 1, NOW)))
+    follow = join.followups(GpuFilters())
+    assert set(follow) == {("health", "rules"), ("health", "seen_gone")}
+    assert 'UUID="GPU-1"' in follow[("health", "rules")]
+    assert '"row_remap_failure"' in follow[("health", "rules")]
+    assert follow[("health", "seen_gone")] == (
+        f"max by ({ID}, instance, job) (max_over_time(timestamp("
+        'DCGM_FI_DEV_FB_USED{UUID="GPU-2"})[3600s:30s]))')
+    # A gone GPU gets its row from the second round's answer.
+    assert join.vanished({}) == {}
+    join.add(("health", "seen_gone"), result(
+        series(gpu_labels("2", instance="i", job="j"), NOW - 600, NOW)))
+    assert list(join.vanished({})) == [("n1", "GPU-2", "")]
