@@ -2,8 +2,8 @@
 
 The queries come from the app itself (the state `build_state` wires, as for create_app;
 auto-detection fitted to what Prometheus holds; then `gpu_queries` and `health_queries`),
-so the floor moves with the app. The client is as small as it gets: a thread pool of plain `requests.get`
-calls that read the body and do not parse it.
+so the floor moves with the app. The client is as small as it gets: a thread pool of
+plain `requests.get` calls that read the body and do not parse it.
 """
 
 from __future__ import annotations
