@@ -165,21 +165,16 @@ class _Plan:
     # ---------------------------------------------------------------------------- XID
 
     def xid_changed(self) -> str:
-        """GPUs whose XID gauge may have taken a new code in the window: it changed, a
-        second series appeared (newer exporters label each code), or it was not there in
-        the hour before the window."""
+        """GPUs whose XID gauge may have taken a new code in the window: it changed, or
+        one of its series (newer exporters label each code) was not there at the window's
+        start. One range function; pinned at the window's end, so a subquery reads it
+        once. Codes held before the window are told apart in the second round."""
         g = [XID_GAUGE]
         changed = self.by("group", self.each(g, lambda s: f"changes({s}[{self.w}] @ end())")
                           + " > 0")
-        series = self.by("count", self.each(g, lambda s: f"last_over_time({s}[{self.w}] "
-                                                         "@ end())"))
-        recent = self.by("group", self.each(g, lambda s: f"last_over_time({s}[{self.w}] "
-                                                         "@ end())"))
-        before = self.by("group", self.each(g, lambda s: f"last_over_time("
-                                                         f"{s}[{duration(XID_MEMORY_S)}] "
-                                                         f"@ end() offset {self.w})"))
-        return (f"{changed} or ({series} > 1) or "
-                f"({recent} unless {self.on} {before})")
+        now = self.each(g, lambda s: f"{s} @ end()")
+        then = self.each(g, lambda s: f"{s} @ end() offset {self.w}")
+        return f"{changed} or {self.by('group', f'{now} unless {then}')}"
 
     def xid_gauge_events(self) -> str:
         """Per GPU and code (label `xid`): the first instant of the window the gauge held
