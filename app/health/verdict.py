@@ -113,21 +113,24 @@ class HealthJoin:
         self.reasons.setdefault(gpu, []).append(reason)
 
     def judge(self, rows: dict[GpuKey, Gpu]) -> None:
-        """Give every row its verdict; a device-wide answer (no MIG label) covers every
-        MIG instance of the device."""
+        """Give every row its verdict; a device-wide answer (no MIG label) covers the
+        device's row and every MIG instance of it, which often repeat it (counted once)."""
         self._xid_reasons()
-        self._freshness_reasons(rows)
+        self._freshness_reasons()
         by_device: dict[tuple[str, str], list[GpuKey]] = {}
         for key in rows:
             by_device.setdefault(key[:2], []).append(key)
-        found: dict[GpuKey, list[HealthReason]] = {key: [] for key in rows}
+        found: dict[GpuKey, dict[tuple[str, str, float | None], HealthReason]] = {
+            key: {} for key in rows}
         for key, reasons in self.reasons.items():
-            targets = [key] if key in rows else by_device.get(key[:2], []) if not key[2] else []
+            targets = by_device.get(key[:2], []) if not key[2] else [key] if key in rows else []
             for target in targets:
-                found[target].extend(reasons)
+                for reason in reasons:
+                    found[target].setdefault((reason.code, reason.message, reason.since),
+                                             reason)
         signals = bool(self.dialect.health_metrics)
         for key, row in rows.items():
-            reasons = found[key]
+            reasons = list(found[key].values())
             if not signals:
                 reasons.append(HealthReason(
                     NO_SIGNALS, "unknown",
@@ -146,7 +149,7 @@ class HealthJoin:
                 self._reason(gpu, HealthReason(f"xid_{code}", xid.severity,
                                                f"XID {code}: {xid.meaning}", xid.action, since))
 
-    def _freshness_reasons(self, rows: dict[GpuKey, Gpu]) -> None:
+    def _freshness_reasons(self) -> None:
         now = self.now
         if now is None:
             return

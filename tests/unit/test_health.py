@@ -233,3 +233,15 @@ def test_the_first_round_decides_what_the_second_asks() -> None:
     join.add(("health", "seen_gone"), result(
         series(gpu_labels("2", instance="i", job="j"), NOW - 600, NOW)))
     assert list(join.vanished({})) == [("n1", "GPU-2", "")]
+
+
+def test_a_signal_on_a_gpu_and_on_its_mig_instances_is_one_reason_per_row() -> None:
+    join = HealthJoin(dialect("DCGM_FI_DEV_XID_ERRORS"), HealthWindow())
+    # dcgm-exporter 2.x writes the XID gauge on the parent and again on each instance.
+    join.add(("health", "xid_gauge"), result(
+        series(gpu_labels("0", xid="79"), NOW - 60, NOW),
+        series(gpu_labels("0", mig="1", xid="79"), NOW - 60, NOW)))
+    rows = judge(join, ("0", ""), ("0", "1"), ("0", "2"))
+    for mig in ("", "1", "2"):
+        health = rows[("GPU-0", mig)].health
+        assert health is not None and [r.code for r in health.reasons] == ["xid_79"], mig
