@@ -13,7 +13,7 @@ A healthy cluster pays the first round only.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 
 from app.dialects.model import Dialect
@@ -59,9 +59,13 @@ MAX_NARROWED = 300
 Candidates = dict[str, set[tuple[str, str, str]]]
 
 
-def health_queries(dialect: Dialect, filters: GpuFilters,
-                   window: HealthWindow) -> dict[QueryKey, str]:
-    """The first round of one dialect: only for the health metrics detection found."""
+def health_queries(dialect: Dialect, filters: GpuFilters, window: HealthWindow,
+                   *, vanished: bool = False) -> dict[QueryKey, str]:
+    """The first round of one dialect: only for the health metrics detection found.
+
+    `vanished` also looks for GPUs with samples in the window but none now (the health
+    report lists them; the GPU list does not, and skips that pass over the window).
+    """
     present = set(dialect.health_metrics)
     plan = _Plan(dialect, identity_filters(dialect, filters, on_info=False), window)
     queries: dict[QueryKey, str] = {}
@@ -69,14 +73,26 @@ def health_queries(dialect: Dialect, filters: GpuFilters,
         queries[("health", "xid_candidates")] = plan.xid_changed()
     if XID_COUNT in present:
         queries[("health", "xid_count_candidates")] = plan.xid_count_candidates()
-    rules = [query for rule in RULES
-             if (query := plan.rule_candidates([m for m in rule.metrics if m in present],
-                                               rule))]
+    rules = [query for group in rule_groups(present)
+             if (query := plan.rule_candidates([m for m in group[0].metrics if m in present],
+                                               group))]
     if rules:
         queries[("health", "rule_candidates")] = " or ".join(rules)
-    queries[("health", "seen")] = plan.seen()
-    queries[("health", "targets")] = plan.targets()
+    queries[("health", "seen")] = plan.seen(vanished)
+    queries[("health", "targets")] = plan.targets(vanished)
     return queries
+
+
+def rule_groups(present: Collection[str]) -> list[tuple[Rule, ...]]:
+    """The rules whose metrics exist, those reading the same metrics in one group (the
+    four throttle bits, the two DCGM health levels): the first round asks once per group,
+    tagged with its first rule's code."""
+    groups: dict[tuple[str, ...], list[Rule]] = {}
+    for rule in RULES:
+        if not set(rule.metrics) & set(present):
+            continue
+        groups.setdefault((rule.kind, *rule.metrics), []).append(rule)
+    return [tuple(rules) for rules in groups.values()]
 
 
 def followup_queries(dialect: Dialect, filters: GpuFilters, window: HealthWindow,
@@ -143,19 +159,23 @@ class _Plan:
 
     # ------------------------------------------------------------------- candidates
 
-    def rule_candidates(self, metrics: Sequence[str], rule: Rule) -> str | None:
-        """The GPUs that may have fired `rule` in the window, tagged with its code: one
-        range function over the window, no subquery. None without any of its metrics."""
+    def rule_candidates(self, metrics: Sequence[str], group: Sequence[Rule]) -> str | None:
+        """The GPUs that may have fired a rule of `group` in the window, tagged with the
+        group's first code. A counter that rose, or was reset, differs from its value at the
+        window's start (or is new): two instant lookups. A level or a bit was reached
+        at some instant: one pass over the window. None without any of its metrics."""
         if not metrics:
             return None
-        if rule.kind == "rise":
-            found = self.by("max", self.each(metrics, lambda s: f"increase({s}[{self.w}])"))
-            found += f" > {rule.per_hour * self.seconds / 3600:g}"
+        if group[0].kind == "rise":
+            now = self.by("max", self.each(metrics, lambda s: s))
+            then = self.by("max", self.each(metrics, lambda s: f"{s} offset {self.w}"))
+            found = f"({now} != {then}) or ({now} unless {self.on} {then})"
         else:
+            lowest = min(r.bit if r.bit is not None else r.at_least for r in group)
             found = self.by("max", self.each(metrics, lambda s: f"max_over_time({s}"
                                                                 f"[{self.w}])"))
-            found += f" >= {rule.bit if rule.bit is not None else rule.at_least:g}"
-        return f'label_replace({found}, "{RULE_LABEL}", {quote(rule.code)}, "", "")'
+            found += f" >= {lowest:g}"
+        return f'label_replace({found}, "{RULE_LABEL}", {quote(group[0].code)}, "", "")'
 
     def xid_count_candidates(self) -> str:
         counted = self.by("max", self.each([XID_COUNT], lambda s: f"max_over_time({s}"
@@ -235,13 +255,16 @@ class _Plan:
 
     # ---------------------------------------------------------------------- freshness
 
-    def seen(self) -> str:
-        """Per GPU and scrape target: its latest sample's time; a GPU with samples in the
-        window but none now is tagged gone (its last sample's time is the second round's)."""
+    def seen(self, vanished: bool) -> str:
+        """Per GPU and scrape target: its latest sample's time; with `vanished`, a GPU with
+        samples in the window but none now is tagged gone (its last sample's time is the
+        second round's)."""
         metric = [self.dialect.pod_metric()]
         # The node label may be the target's own `instance` (nvidia_gpu_exporter).
         by = tuple(dict.fromkeys((*self.identity, *TARGET_LABELS)))
         latest = aggregate("max", by, self.each(metric, lambda s: f"timestamp({s})"))
+        if not vanished:
+            return latest
         window = aggregate("group", by, self.each(metric, lambda s: f"last_over_time({s}"
                                                                     f"[{self.w}])"))
         now = self.each(metric, lambda s: s)
@@ -255,13 +278,13 @@ class _Plan:
         stamps = self.each(metric, lambda s: f"timestamp({s})")
         return aggregate("max", by, f"max_over_time({stamps}{self.subquery})")
 
-    def targets(self) -> str:
-        """The scrape targets of the GPUs seen in the window: `up` now, and how many
-        scrapes the window holds (which gives the scrape interval)."""
+    def targets(self, vanished: bool) -> str:
+        """The scrape targets of the GPUs (seen in the window, with `vanished`): `up` now,
+        and how many scrapes the window holds (which gives the scrape interval)."""
         by = ", ".join(TARGET_LABELS)
+        series = (lambda s: f"last_over_time({s}[{self.w}])") if vanished else (lambda s: s)
         gpus = aggregate("group", TARGET_LABELS,
-                         self.each([self.dialect.pod_metric()],
-                                   lambda s: f"last_over_time({s}[{self.w}])"))
+                         self.each([self.dialect.pod_metric()], series))
         up = f"max by ({by}) (up)"
         samples = f"max by ({by}) (count_over_time(up[{self.w}]))"
         tagged = (f'label_replace({up}, "{STAT_LABEL}", "up", "", "") or '

@@ -13,6 +13,7 @@ from app.health.queries import (
     Candidates,
     HealthWindow,
     followup_queries,
+    rule_groups,
 )
 from app.health.rules import (
     DEFAULT_SCRAPE_INTERVAL_S,
@@ -52,6 +53,9 @@ class HealthJoin:
         self.scrapes: dict[Target, float] = {}
         # The first round's answer: which GPUs to ask the second round about, per signal.
         self.candidates: Candidates = {}
+        # The first round asks once per group of rules reading the same metrics.
+        self.groups = {group[0].code: [rule.code for rule in group]
+                       for group in rule_groups(dialect.health_metrics)}
         # The instant the queries were evaluated at, as Prometheus answered it.
         self.now: float | None = None
 
@@ -93,7 +97,8 @@ class HealthJoin:
         elif kind in ("xid_candidates", "xid_count_candidates"):
             self.candidates.setdefault(kind.removesuffix("_candidates"), set()).add(gpu)
         elif kind == "rule_candidates":
-            self.candidates.setdefault(labels.get(RULE_LABEL, ""), set()).add(gpu)
+            for member in self.groups.get(labels.get(RULE_LABEL, ""), ()):
+                self.candidates.setdefault(member, set()).add(gpu)
         elif kind == "rules":
             rule = _RULES.get(labels.get(RULE_LABEL, ""))
             if rule is not None:

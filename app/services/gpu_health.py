@@ -35,7 +35,7 @@ def gpu_health(prom: PrometheusClient, dialects: Sequence[Dialect],
     back to say it (an empty cluster).
     """
     window = HealthWindow(query.window)
-    snapshot = read_gpus(prom, dialects, query.filters, query.at, window)
+    snapshot = read_gpus(prom, dialects, query.filters, query.at, window, vanished=True)
     everyone = sorted([*snapshot.rows, *snapshot.vanished], key=gpu_sort_key)
     counts = Counter(row.health.status if row.health else "unknown" for row in everyone)
     return HealthReport(

@@ -67,9 +67,12 @@ class GpuSnapshot:
 
 def read_gpus(
     prom: PrometheusClient, dialects: Sequence[Dialect], filters: GpuFilters,
-    at: float | None = None, health: HealthWindow | None = None,
+    at: float | None = None, health: HealthWindow | None = None, *, vanished: bool = False,
 ) -> GpuSnapshot:
-    """Plan every dialect's GPU (and health) queries, run them as one fan-out, join."""
+    """Plan every dialect's GPU (and health) queries, run them as one fan-out, join.
+
+    With `vanished`, the GPUs seen within the health window but not now are found too.
+    """
     plans = {d.name: gpu_queries(d, filters) for d in dialects}
     joins = {d.name: GpuJoin(d, plans[d.name]) for d in dialects}
     judges = {d.name: HealthJoin(d, health) for d in dialects} if health else {}
@@ -77,7 +80,8 @@ def read_gpus(
                for key, promql in plan.items()}
     if health is not None:
         queries.update({(d.name, *key): promql for d in dialects
-                        for key, promql in health_queries(d, filters, health).items()})
+                        for key, promql in health_queries(d, filters, health,
+                                                          vanished=vanished).items()})
     if queries:
         # Each answer is joined as it arrives, while Prometheus works on the others.
         answers = prom.query_each(queries) if at is None else prom.query_each(queries, at=at)

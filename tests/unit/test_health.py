@@ -44,20 +44,41 @@ def test_the_rule_step_is_a_120th_of_the_window_on_a_15_s_grid(seconds: int,
     assert HealthWindow(seconds).step == step
 
 
-def test_the_first_round_is_one_range_function_per_rule_and_no_subquery() -> None:
+def test_the_first_round_asks_each_group_of_rules_once_without_a_subquery() -> None:
     queries = health_queries(dialect("DCGM_FI_DEV_ECC_DBE_VOL_TOTAL",
                                      "DCGM_FI_DEV_CLOCKS_EVENT_REASONS"), GpuFilters(),
                              HealthWindow())
-    rules = queries[("health", "rule_candidates")]
-    assert rules.startswith(
-        f"label_replace(max by ({ID}) (increase(DCGM_FI_DEV_ECC_DBE_VOL_TOTAL[3600s])) > 0, "
-        '"health_rule", "ecc_dbe", "", "") or ')
-    assert (f"label_replace(max by ({ID}) (max_over_time(DCGM_FI_DEV_CLOCKS_EVENT_REASONS"
-            '[3600s])) >= 64, "health_rule", "throttle_hw_thermal", "", "")') in rules
-    assert ":" not in rules.replace("[3600s]", "")  # no subquery
-    # No XID metric, no XID query; freshness is always asked.
+    dbe = f"max by ({ID}) (DCGM_FI_DEV_ECC_DBE_VOL_TOTAL)"
+    start = f"max by ({ID}) (DCGM_FI_DEV_ECC_DBE_VOL_TOTAL offset 3600s)"
+    # A counter: changed since the window's start, or new; two instant lookups.
+    assert queries[("health", "rule_candidates")] == (
+        f'label_replace(({dbe} != {start}) or ({dbe} unless on ({ID}) {start}), '
+        '"health_rule", "ecc_dbe", "", "") or '
+        # The four throttle bits: one pass, from the lowest bit (0x8).
+        f"label_replace(max by ({ID}) (max_over_time(DCGM_FI_DEV_CLOCKS_EVENT_REASONS"
+        '[3600s])) >= 8, "health_rule", "throttle_hw_slowdown", "", "")')
+    # No XID metric, no XID query; freshness is always asked, without a range for the list.
     assert set(queries) == {("health", "rule_candidates"), ("health", "seen"),
                             ("health", "targets")}
+    assert queries[("health", "seen")] == (
+        f"max by ({ID}, instance, job) (timestamp(DCGM_FI_DEV_FB_USED))")
+
+
+def test_the_report_also_looks_for_gpus_gone_within_the_window() -> None:
+    queries = health_queries(dialect(), GpuFilters(), HealthWindow(), vanished=True)
+    assert "last_over_time(DCGM_FI_DEV_FB_USED[3600s])" in queries[("health", "seen")]
+    assert '"gone"' in queries[("health", "seen")]
+    assert "last_over_time(DCGM_FI_DEV_FB_USED[3600s])" in queries[("health", "targets")]
+
+
+def test_a_group_candidate_is_asked_about_for_every_rule_of_its_group() -> None:
+    join = HealthJoin(dialect("DCGM_FI_DEV_CLOCKS_EVENT_REASONS"), HealthWindow())
+    join.add(("health", "rule_candidates"), result(
+        series(gpu_labels("0", health_rule="throttle_hw_slowdown"), 64, NOW)))
+    rules = join.followups(GpuFilters())[("health", "rules")]
+    for code in ("throttle_hw_slowdown", "throttle_sw_thermal", "throttle_hw_thermal",
+                 "throttle_power_brake"):
+        assert f'"{code}"' in rules
 
 
 def test_the_second_round_asks_the_first_rise_of_the_candidates_alone() -> None:
