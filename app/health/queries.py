@@ -161,15 +161,14 @@ class _Plan:
 
     def rule_candidates(self, metrics: Sequence[str], group: Sequence[Rule]) -> str | None:
         """The GPUs that may have fired a rule of `group` in the window, tagged with the
-        group's first code. A counter that rose, or was reset, differs from its value at the
-        window's start (or is new): two instant lookups. A level or a bit was reached
-        at some instant: one pass over the window. None without any of its metrics."""
+        group's first code: one range function over the window, no subquery (`increase`
+        measured faster than comparing instants at the window's ends, whose vector
+        matching on every label costs more). None without any of its metrics."""
         if not metrics:
             return None
         if group[0].kind == "rise":
-            now = self.by("max", self.each(metrics, lambda s: s))
-            then = self.by("max", self.each(metrics, lambda s: f"{s} offset {self.w}"))
-            found = f"({now} != {then}) or ({now} unless {self.on} {then})"
+            found = self.by("max", self.each(metrics, lambda s: f"increase({s}[{self.w}])"))
+            found += f" > {min(r.per_hour for r in group) * self.seconds / 3600:g}"
         else:
             lowest = min(r.bit if r.bit is not None else r.at_least for r in group)
             found = self.by("max", self.each(metrics, lambda s: f"max_over_time({s}"
