@@ -1,9 +1,9 @@
 """The floor: the service's own fan-out of PromQL, issued straight to Prometheus.
 
 The queries come from the app itself (the state `build_state` wires, as for create_app;
-auto-detection fitted to what Prometheus holds; then `gpu_queries`), so the floor moves
-with the app. The client is as small as it gets: a thread pool of plain `requests.get`
-calls that read the body and do not parse it.
+auto-detection fitted to what Prometheus holds; then `gpu_queries` and `health_queries`),
+so the floor moves with the app. The client is as small as it gets: a thread pool of
+plain `requests.get` calls that read the body and do not parse it.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ import requests
 
 from app.config import Config, load_config
 from app.dialects.model import Dialect
+from app.health.queries import HealthWindow, health_queries
 from app.prometheus.client import PrometheusClient
 from app.services.queries import QueryKey, gpu_queries
 from app.services.records import GpuFilters
@@ -61,6 +62,9 @@ def plan_for(prometheus_url: str) -> Plan:
     plan = Plan(state=state, dialects=tuple(detection.dialects), notes=tuple(detection.notes))
     for dialect in detection.dialects:
         for key, promql in gpu_queries(dialect, GpuFilters()).items():
+            plan.queries[(dialect.name, *key)] = promql
+        # The list's rows carry their health verdict: its queries are in the same fan-out.
+        for key, promql in health_queries(dialect, GpuFilters(), HealthWindow()).items():
             plan.queries[(dialect.name, *key)] = promql
     return plan
 

@@ -24,6 +24,7 @@ import orjson
 from app.api.envelope import envelope_bytes
 from app.api.gpu import dump_gpus
 from app.cache import make_entry
+from app.health.queries import HealthWindow
 from app.prometheus.client import QueryResult
 from app.schemas.gpu import GpuSchema
 from app.services.gpu_join import join_gpus
@@ -79,7 +80,7 @@ def measure(plan: Plan, floor: FloorClient, *, count: int = 7,
 
     def produce() -> bytes:
         # What the view runs on a cache miss (detection is already cached there).
-        rows = list_gpus(plan.client, plan.dialects, filters)
+        rows = list_gpus(plan.client, plan.dialects, filters, health=HealthWindow())
         return make_entry(envelope_bytes(dump(rows), MESSAGE)).body
 
     samples: dict[str, list[float]] = {name: [] for name in (

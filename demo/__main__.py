@@ -22,7 +22,7 @@ from pathlib import Path
 from app.config import Config, ConfigError, load_config
 from app.prometheus.errors import PrometheusError as PrometheusAppError
 from app.state import build_state
-from demo.cluster import ClusterSpec, node_names
+from demo.cluster import ClusterSpec, Fault, current_step, node_names, parse_fault
 from demo.dialects import DIALECTS, NODELESS_DIALECTS
 from demo.exporter import ExporterServer
 from demo.prometheus import PrometheusError, PrometheusServer, ScrapeTarget
@@ -58,15 +58,23 @@ def main(argv: list[str] | None = None) -> int:
                         help="API port (default 8080 or $PORT)")
     parser.add_argument("--prometheus-port", type=int, default=None,
                         help="Prometheus port (default: a free one)")
+    parser.add_argument("--fault", action="append", default=None, metavar="NODE:GPU:KIND",
+                        help="inject a fault a minute after start, e.g. gpu-node-001:1:xid:79, "
+                             "gpu-node-002:3:ecc_dbe, gpu-node-001:2:throttle:0x40; repeat "
+                             "for several (default: a few on chosen GPUs; 'none' for none)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s demo: %(message)s")
 
     # Keep at least one node out of MIG mode, so time-sliced GPUs have somewhere to be.
-    spec = ClusterSpec(nodes=args.nodes, gpus_per_node=args.gpus, seed=7,
-                       mig_nodes=min(args.mig_nodes, args.nodes - 1),
-                       shared_gpus=args.shared_gpus)
+    try:
+        spec = ClusterSpec(nodes=args.nodes, gpus_per_node=args.gpus, seed=7,
+                           mig_nodes=min(args.mig_nodes, args.nodes - 1),
+                           shared_gpus=args.shared_gpus,
+                           faults=_faults(args.fault, args.period))
+    except ValueError as exc:
+        parser.error(str(exc))
     signal.signal(signal.SIGTERM, _interrupt)
-    dialects = args.dialect or ["dcgm", "nvitop"]
+    dialects = args.dialect or ["dcgm-health-all", "nvitop"]
     with ExitStack() as stack:
         targets: list[ScrapeTarget] = []
         for dialect in dialects:
@@ -87,6 +95,23 @@ def main(argv: list[str] | None = None) -> int:
             prometheus.stop()
 
 
+# What the demo breaks unless told otherwise: an XID 79, an application XID, double-bit
+# ECC errors and thermal throttling, on GPUs of the first two (non-MIG) nodes.
+DEFAULT_FAULTS = ("gpu-node-001:1:xid:79", "gpu-node-001:2:throttle:0x40",
+                  "gpu-node-002:0:xid:13", "gpu-node-002:3:ecc_dbe")
+
+
+def _faults(given: list[str] | None, period_s: float) -> tuple[Fault, ...]:
+    """The faults to inject, starting a minute (at least one step) from now."""
+    texts = DEFAULT_FAULTS if given is None else tuple(t for t in given if t != "none")
+    start = current_step(period_s) + max(1, round(60 / period_s)) if period_s > 0 else 0
+    faults = tuple(parse_fault(text, start) for text in texts)
+    for fault in faults:
+        logger.info("fault from step %d: %s GPU %d %s %s", fault.start_step, fault.node,
+                    fault.gpu, fault.kind, fault.value)
+    return faults
+
+
 def _serve_api(prometheus: PrometheusServer, targets: int, port: int) -> int:
     """Run the API under gunicorn, as deployed, on `prometheus` until interrupted."""
     logger.info("Prometheus at %s", prometheus.url)
@@ -101,7 +126,8 @@ def _serve_api(prometheus: PrometheusServer, targets: int, port: int) -> int:
     api = subprocess.Popen([str(gunicorn), "--config", "gunicorn.conf.py", "wsgi:app"],
                            cwd=ROOT, env=env)
     logger.info("API on http://127.0.0.1:%d — try /api/v1/gpu/metrics, "
-                "/api/v1/gpu/processes, /api/v1/capabilities, /api/healthz; "
+                "/api/v1/gpu/health, /api/v1/gpu/processes, /api/v1/capabilities, "
+                "/api/healthz; "
                 "Ctrl-C stops everything", port)
     try:
         return api.wait()

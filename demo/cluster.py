@@ -43,6 +43,126 @@ class SimPod:
     container: str
 
 
+# What the simulator can break on a GPU (see Fault), and the dcgm-exporter signal of each.
+FAULT_KINDS = (
+    "xid",                # DCGM_FI_DEV_XID_ERRORS takes `value` (the code) and keeps it
+    "ecc_dbe",            # DCGM_FI_DEV_ECC_DBE_VOL_TOTAL rises by `value` (1) a step
+    "ecc_sbe",            # DCGM_FI_DEV_ECC_SBE_VOL_TOTAL rises by `value` (1) a step
+    "row_remap_failure",  # DCGM_FI_DEV_ROW_REMAP_FAILURE is 1
+    "uncorrectable_remap",  # DCGM_FI_DEV_UNCORRECTABLE_REMAPPED_ROWS rises by `value` a step
+    "row_remap_pending",  # DCGM_FI_DEV_ROW_REMAP_PENDING is 1
+    "throttle",           # DCGM_FI_DEV_CLOCKS_EVENT_REASONS has the bits of `value` set
+    "pcie_replay",        # DCGM_FI_DEV_PCIE_REPLAY_COUNTER rises by `value` a step
+    "nvlink_crc",         # DCGM_FI_DEV_NVLINK_CRC_FLIT_ERROR_COUNT_TOTAL rises by `value`
+    "dcgm_health",        # DCGM_EXP_GPU_HEALTH_STATUS{health_watch=`watch`} is `value`
+)
+# Steps an XID stays in dcgm-exporter's DCGM_EXP_XID_ERRORS_COUNT (its 5-minute window).
+XID_COUNT_STEPS = 10
+# NVML clock event reasons of a healthy GPU: idle, and the software power cap when busy.
+IDLE_BIT, POWER_CAP_BIT = 0x1, 0x4
+POWER_CAP_UTILIZATION = 90.0
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Fault:
+    """A fault on one GPU (all its MIG instances) from `start_step` until `end_step`
+    (excluded; None: for good). An XID stays in the gauge after it ends, as the real
+    gauge never resets; counters keep what they counted."""
+
+    node: str
+    gpu: int
+    kind: str
+    start_step: int = 0
+    end_step: int | None = None
+    value: int = 1
+    watch: str = "MEM"
+
+    def __post_init__(self) -> None:
+        """Reject faults the model cannot show."""
+        if self.kind not in FAULT_KINDS:
+            raise ValueError(f"unknown fault {self.kind!r}; choose one of {FAULT_KINDS}")
+        if self.start_step < 0 or (self.end_step is not None
+                                   and self.end_step <= self.start_step):
+            raise ValueError("a fault needs 0 <= start_step < end_step")
+
+    def active(self, step: int) -> bool:
+        """Tell whether the fault is on at `step`."""
+        return self.start_step <= step and (self.end_step is None or step < self.end_step)
+
+    def steps_counted(self, step: int) -> int:
+        """How many steps of the fault have passed by `step` (for counters)."""
+        if step < self.start_step:
+            return 0
+        last = step if self.end_step is None else min(step, self.end_step - 1)
+        return last - self.start_step + 1
+
+
+def parse_fault(text: str, start_step: int) -> Fault:
+    """Read `node:gpu:kind[:value]` (e.g. gpu-node-001:1:xid:79) as a fault from a step."""
+    parts = text.split(":")
+    if len(parts) not in (3, 4) or not parts[1].isdigit():
+        raise ValueError(f"fault {text!r}: expected node:gpu:kind[:value], e.g. "
+                         "gpu-node-001:1:xid:79")
+    value = int(parts[3], 0) if len(parts) == 4 else 1
+    return Fault(parts[0], int(parts[1]), parts[2], start_step, value=value)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class SimHealth:
+    """A GPU's health signals at one step, as dcgm-exporter would read them from DCGM."""
+
+    xid: int = 0
+    xid_counts: tuple[tuple[int, int], ...] = ()
+    ecc_sbe_total: int = 0
+    ecc_dbe_total: int = 0
+    row_remap_failure: int = 0
+    uncorrectable_remapped_rows: int = 0
+    row_remap_pending: int = 0
+    clock_event_reasons: int = 0
+    pcie_replay: int = 0
+    nvlink_crc_flit: int = 0
+    health_status: tuple[tuple[str, int], ...] = ()
+
+
+_COUNTERS = {"ecc_dbe": "ecc_dbe_total", "ecc_sbe": "ecc_sbe_total",
+             "uncorrectable_remap": "uncorrectable_remapped_rows",
+             "pcie_replay": "pcie_replay", "nvlink_crc": "nvlink_crc_flit"}
+_LEVELS = {"row_remap_failure": "row_remap_failure", "row_remap_pending": "row_remap_pending"}
+
+
+def gpu_health(faults: tuple[Fault, ...], node: str, index: int, step: int,
+               utilization: float) -> SimHealth:
+    """The health signals of GPU `index` on `node` at `step`, from the faults on it."""
+    bits = IDLE_BIT if utilization == 0 else POWER_CAP_BIT \
+        if utilization >= POWER_CAP_UTILIZATION else 0
+    values: dict[str, int] = {}
+    xid, xid_started = 0, -1
+    counts: dict[int, int] = {}
+    status: dict[str, int] = {}
+    for fault in faults:
+        if fault.node != node or fault.gpu != index or step < fault.start_step:
+            continue
+        if fault.kind == "xid":
+            if fault.start_step >= xid_started:  # the gauge holds the latest code
+                xid, xid_started = fault.value, fault.start_step
+            if step < fault.start_step + XID_COUNT_STEPS:
+                counts[fault.value] = counts.get(fault.value, 0) + 1
+        elif fault.kind in _COUNTERS:
+            name = _COUNTERS[fault.kind]
+            values[name] = values.get(name, 0) + fault.value * fault.steps_counted(step)
+        elif not fault.active(step):
+            continue
+        elif fault.kind in _LEVELS:
+            values[_LEVELS[fault.kind]] = 1
+        elif fault.kind == "throttle":
+            bits |= fault.value
+        elif fault.kind == "dcgm_health":
+            status[fault.watch] = max(status.get(fault.watch, 0), fault.value)
+    return SimHealth(xid=xid, xid_counts=tuple(sorted(counts.items())),
+                     clock_event_reasons=bits, health_status=tuple(sorted(status.items())),
+                     **values)
+
+
 @dataclasses.dataclass(frozen=True, slots=True)
 class SimGpu:
     """One GPU, or one MIG instance of a GPU, at one step.
@@ -77,6 +197,7 @@ class SimGpu:
     processes: tuple[SimProcess, ...]
     host_cpu_percent: float
     host_memory_percent: float
+    health: SimHealth = SimHealth()
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -100,6 +221,7 @@ class ClusterSpec:
     mig_nodes: int = 0
     shared_gpus: int = 0
     node_prefix: str = "gpu-node-"
+    faults: tuple[Fault, ...] = ()
 
     def __post_init__(self) -> None:
         """Reject shapes the model cannot build."""
@@ -114,6 +236,10 @@ class ClusterSpec:
         plain_gpus = (self.nodes - self.mig_nodes) * self.gpus_per_node
         if not 0 <= self.shared_gpus <= plain_gpus:
             raise ValueError(f"shared_gpus must be between 0 and {plain_gpus} (non-MIG GPUs)")
+        nodes = set(node_names(self))
+        for fault in self.faults:
+            if fault.node not in nodes or not 0 <= fault.gpu < self.gpus_per_node:
+                raise ValueError(f"fault on {fault.node} GPU {fault.gpu}: no such GPU")
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -291,7 +417,9 @@ def _plain_row(
     usable = model.memory_mib - model.reserved_mib
     work = _workload(spec, static, dynamic, step, busy, pod_count, usable, device.index)
     temperature, power, clock = _sensors(model, static, dynamic, work.utilization)
-    return _row(device, work, model.memory_mib, model.reserved_mib, temperature, power, clock)
+    health = gpu_health(spec.faults, device.node, device.index, step, work.utilization)
+    return _row(device, work, model.memory_mib, model.reserved_mib, temperature, power, clock,
+                health=health)
 
 
 def _mig_rows(
@@ -308,12 +436,14 @@ def _mig_rows(
     weighted = sum(w.utilization * layout[2] for w, layout in zip(works, _MIG_LAYOUT, strict=True))
     device_util = round(weighted / sum(layout[2] for layout in _MIG_LAYOUT))
     temperature, power, clock = _sensors(model, static, dynamic, device_util)
+    health = gpu_health(spec.faults, device.node, device.index, step, device_util)
     rows = []
     for work, (instance_id, profile, _, memory_slices) in zip(works, _MIG_LAYOUT, strict=True):
         total = model.memory_mib * memory_slices // 8
         reserved = total - (model.memory_mib - model.reserved_mib) * memory_slices // 8
         mig = (instance_id, profile)
-        rows.append(_row(device, work, total, reserved, temperature, power, clock, *mig))
+        rows.append(_row(device, work, total, reserved, temperature, power, clock, *mig,
+                         health=health))
     return rows
 
 
@@ -327,6 +457,7 @@ def _row(
     sm_clock_mhz: float,
     mig_instance: int | None = None,
     mig_profile: str | None = None,
+    health: SimHealth = SimHealth(),
 ) -> SimGpu:
     return SimGpu(
         node=device.node,
@@ -352,6 +483,7 @@ def _row(
         processes=work.processes,
         host_cpu_percent=device.host_cpu_percent,
         host_memory_percent=device.host_memory_percent,
+        health=health,
     )
 
 

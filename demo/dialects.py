@@ -48,6 +48,21 @@ _HELP = {
     "DCGM_FI_DEV_FB_USED": "Framebuffer memory used (in MiB).",
     "DCGM_FI_DEV_FB_RESERVED": "Framebuffer memory reserved (in MiB).",
     "DCGM_FI_PROF_GR_ENGINE_ACTIVE": "Ratio of time the graphics engine is active.",
+    # dcgm-exporter health counters (HELP texts of its counters CSV)
+    "DCGM_FI_DEV_XID_ERRORS": "Value of the last XID error encountered.",
+    "DCGM_FI_DEV_PCIE_REPLAY_COUNTER": "Total number of PCIe retries.",
+    "DCGM_FI_DEV_UNCORRECTABLE_REMAPPED_ROWS": "Number of remapped rows for uncorrectable "
+    "errors",
+    "DCGM_FI_DEV_CORRECTABLE_REMAPPED_ROWS": "Number of remapped rows for correctable errors",
+    "DCGM_FI_DEV_ROW_REMAP_FAILURE": "Whether remapping of rows has failed",
+    "DCGM_FI_DEV_ROW_REMAP_PENDING": "Whether remapping of rows is pending",
+    "DCGM_FI_DEV_ECC_SBE_VOL_TOTAL": "Total number of single-bit volatile ECC errors.",
+    "DCGM_FI_DEV_ECC_DBE_VOL_TOTAL": "Total number of double-bit volatile ECC errors.",
+    "DCGM_FI_DEV_CLOCKS_EVENT_REASONS": "Current clock event reasons (bitmask).",
+    "DCGM_FI_DEV_NVLINK_CRC_FLIT_ERROR_COUNT_TOTAL": "Total number of NVLink flow-control "
+    "CRC errors.",
+    "DCGM_EXP_XID_ERRORS_COUNT": "reported XIDs during last window",
+    "DCGM_EXP_GPU_HEALTH_STATUS": "DCGM reported health status",
     # dcgm-exporter 1.x
     "dcgm_gpu_info": "GPU identity (constant 1).",
     "dcgm_sm_clock": "SM clock frequency (in MHz).",
@@ -241,16 +256,70 @@ SHARING_SHAPES = ("single", "copy", "per-process")
 _PER_POD_SHARES = ("DCGM_FI_DEV_GPU_UTIL", "DCGM_FI_DEV_FB_USED")
 
 
+# Which health counters a dcgm-exporter writes (EXPORTERS.md, its default counters CSV):
+# "none" (the older simulated shape), "default" (the CSV's: the XID gauge, PCIe replays,
+# remapped rows, remap failure) or "all" (every optional one enabled, and the XID gauge
+# labelled err_code/err_msg as newer releases write it).
+HEALTH_SETS = ("none", "default", "all")
+# DCGM's health watches that DCGM_EXP_GPU_HEALTH_STATUS reports (a few of them).
+HEALTH_WATCHES = ("PCIE", "NVLINK", "MEM", "THERMAL", "POWER")
+_XID_TEXT = {0: "No Error", 13: "Graphics Engine Exception", 31: "GPU memory page fault",
+             48: "Double Bit ECC Error", 63: "ECC page retirement or row remapping recording "
+             "event", 64: "ECC page retirement or row remapper recording failure",
+             74: "NVLINK Error", 79: "GPU has fallen off the bus", 94: "Contained ECC error",
+             95: "Uncontained ECC error", 119: "GSP RPC Timeout", 120: "GSP Error"}
+
+
+def _health_series(gpu: SimGpu, health: str) -> list[tuple[str, str, float]]:
+    """(metric, extra labels, value) of a GPU's health counters in the `health` set."""
+    if health == "none":
+        return []
+    h = gpu.health
+    xid_labels = ""
+    if health == "all":
+        text = _XID_TEXT.get(h.xid, "Unknown Error")
+        xid_labels = _labels([("err_code", str(h.xid)), ("err_msg", text)])
+    out: list[tuple[str, str, float]] = [
+        ("DCGM_FI_DEV_XID_ERRORS", xid_labels, h.xid),
+        ("DCGM_FI_DEV_PCIE_REPLAY_COUNTER", "", h.pcie_replay),
+        ("DCGM_FI_DEV_UNCORRECTABLE_REMAPPED_ROWS", "", h.uncorrectable_remapped_rows),
+        ("DCGM_FI_DEV_CORRECTABLE_REMAPPED_ROWS", "", 0),
+        ("DCGM_FI_DEV_ROW_REMAP_FAILURE", "", h.row_remap_failure),
+    ]
+    if health != "all":
+        return out
+    out += [
+        ("DCGM_FI_DEV_ROW_REMAP_PENDING", "", h.row_remap_pending),
+        ("DCGM_FI_DEV_ECC_SBE_VOL_TOTAL", "", h.ecc_sbe_total),
+        ("DCGM_FI_DEV_ECC_DBE_VOL_TOTAL", "", h.ecc_dbe_total),
+        ("DCGM_FI_DEV_CLOCKS_EVENT_REASONS", "", h.clock_event_reasons),
+        ("DCGM_FI_DEV_NVLINK_CRC_FLIT_ERROR_COUNT_TOTAL", "", h.nvlink_crc_flit),
+    ]
+    out += [("DCGM_EXP_XID_ERRORS_COUNT", _labels([("xid", str(code))]), count)
+            for code, count in h.xid_counts]
+    status = dict(h.health_status)
+    for watch in HEALTH_WATCHES:
+        value = status.get(watch, 0)
+        code = "DCGM_FR_OK" if not value else "DCGM_FR_FIELD_THRESHOLD"
+        labels = _labels([("health_watch", watch), ("health_error_code", code)])
+        out.append(("DCGM_EXP_GPU_HEALTH_STATUS", labels, value))
+    return out
+
+
 def _dcgm(
     rows: Sequence[SimGpu],
     host_label: str,
     sharing: str = "copy",
     hostname: str = "node",
     counters: str = "default",
+    health: str = "none",
 ) -> str:
     """dcgm-exporter's text. `hostname` "pod" writes the exporter pod's name as the node
     (no NODE_NAME given); `counters` "no-gpu-util" drops DCGM_FI_DEV_GPU_UTIL, as custom
-    counter sets that keep only DCGM_FI_PROF_GR_ENGINE_ACTIVE do."""
+    counter sets that keep only DCGM_FI_PROF_GR_ENGINE_ACTIVE do; `health` is one of
+    HEALTH_SETS."""
+    if health not in HEALTH_SETS:
+        raise ValueError(f"health must be one of {HEALTH_SETS}, not {health!r}")
     if sharing not in SHARING_SHAPES:
         raise ValueError(f"sharing must be one of {SHARING_SHAPES}, not {sharing!r}")
     out = _Exposition()
@@ -286,10 +355,13 @@ def _dcgm(
                 value = whole[name]
                 if value is not None:
                     out.add(name, base, value)
+        checks = _health_series(gpu, health)
         if not pods:
             for name, value in whole.items():
                 if value is not None:
                     out.add(name, base, value)
+            for name, extra, number in checks:
+                out.add(name, f"{base},{extra}" if extra else base, number)
             continue
         for number, (pod, util, used) in enumerate(
                 zip(pods, gpu.util_shares, gpu.memory_shares, strict=False)):
@@ -305,6 +377,8 @@ def _dcgm(
             for name, value in own.items():
                 if value is not None:
                     out.add(name, labels, value)
+            for name, extra, number in checks:
+                out.add(name, f"{labels},{extra}" if extra else labels, number)
     return out.text()
 
 
@@ -458,6 +532,10 @@ _RENDERERS: dict[str, Callable[[Sequence[SimGpu]], str]] = {
     "dcgm-pod-hostname": partial(_dcgm, host_label="Hostname", hostname="pod"),
     # A custom counter set that keeps DCGM_FI_PROF_GR_ENGINE_ACTIVE but not GPU_UTIL.
     "dcgm-no-gpu-util": partial(_dcgm, host_label="Hostname", counters="no-gpu-util"),
+    # The health counters of dcgm-exporter's default CSV (XID gauge, PCIe, row remapping).
+    "dcgm-health": partial(_dcgm, host_label="Hostname", health="default"),
+    # Every health counter enabled, the XID gauge labelled err_code/err_msg.
+    "dcgm-health-all": partial(_dcgm, host_label="Hostname", health="all"),
     "dcgm-old": _dcgm_old,
     "nvidia-smi": _nvidia_smi,
     # Before v1.3: nvidia_smi_gpu_info has no index label.

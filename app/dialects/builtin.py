@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from app.dialects.model import MIB, Dialect, GpuLabels, ProcessLabels, Source
+from app.health.rules import HEALTH_METRICS
 
 LEGACY = Dialect(
     name="legacy",
@@ -78,6 +79,7 @@ DCGM = Dialect(
         "temperature": (Source("DCGM_FI_DEV_GPU_TEMP"),),
         "power_usage": (Source("DCGM_FI_DEV_POWER_USAGE"),),
     },
+    health_metrics=HEALTH_METRICS,
 )
 
 DCGM_OLD = Dialect(

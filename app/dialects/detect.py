@@ -70,7 +70,8 @@ def _live_dialects(
 ) -> tuple[dict[str, int], dict[str, frozenset[str]]]:
     """Count each dialect's probe metrics' live series; return the counts, and for every
     dialect with live GPU series, its metrics that exist."""
-    wanted = {m for d in candidates for m in d.gpu_metric_names() + d.process_metric_names()}
+    wanted = {m for d in candidates
+              for m in d.gpu_metric_names() + d.process_metric_names() + d.health_metrics}
     names = wanted & every_name
     probes = {d.name: probe_metrics(d, names) for d in candidates}
     counts: dict[str, int] = {}
@@ -87,7 +88,7 @@ def _live_dialects(
     for dialect in candidates:
         gpu_probe = probes[dialect.name][:1]
         if gpu_probe and counts.get(gpu_probe[0]):
-            own = set(dialect.gpu_metric_names())
+            own = set(dialect.gpu_metric_names() + dialect.health_metrics)
             if any(counts.get(m) for m in probes[dialect.name][1:]):
                 own.update(dialect.process_metric_names())  # their series are live too
             live[dialect.name] = frozenset(names & own)
@@ -227,6 +228,7 @@ def fit(
         gpu_info_metrics=tuple(m for m in dialect.gpu_info_metrics if m in present),
         index_metrics=tuple(m for m in dialect.index_metrics if m in present),
         process_info_metrics=tuple(m for m in dialect.process_info_metrics if m in present),
+        health_metrics=tuple(m for m in dialect.health_metrics if m in present),
     )
     if dialect.process_fields and not process_fields:
         notes.append(f"{dialect.name}: no per-process series, so the process list is empty")

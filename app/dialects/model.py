@@ -157,6 +157,8 @@ class Dialect:
     # Set by detection when the node label holds the exporter's own pod name and only this
     # metric (kube-state-metrics' kube_pod_info{pod, node}) says which node that pod is on.
     node_map_metric: str | None = None
+    # Health signals it may publish (app/health/rules.py); detection keeps those found.
+    health_metrics: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         for fields, allowed in ((self.gpu_fields, GPU_FIELDS),
@@ -167,7 +169,8 @@ class Dialect:
             for name, sources in fields.items():
                 if not sources:
                     raise ValueError(f"field {name} lists no metric")
-        for metric in self.gpu_info_metrics + self.index_metrics + self.process_info_metrics:
+        for metric in (self.gpu_info_metrics + self.index_metrics + self.process_info_metrics
+                       + self.health_metrics):
             check_metric_name(metric)
         if not self.gpu_fields:
             raise ValueError("a dialect needs at least one GPU metric")

@@ -73,9 +73,21 @@ def filtered_selector(
     """
     if not filters and not fixed:
         return metric
+    parts = selectors(metric, filters, fixed)
+    return parts[0] if len(parts) == 1 else "(" + " or ".join(parts) + ")"
+
+
+def selectors(
+    metric: str,
+    filters: Sequence[tuple[Sequence[str], Sequence[str]]],
+    fixed: Sequence[str] = (),
+) -> list[str]:
+    """The plain selectors `filtered_selector` joins with `or`, one per spelling.
+
+    Range functions, `offset`, `@` and `timestamp()` apply to one selector at a time.
+    """
     choices = [[equals_any(label, values) for label in labels] for labels, values in filters]
-    selectors = [selector(metric, [*fixed, *combo]) for combo in itertools.product(*choices)]
-    return selectors[0] if len(selectors) == 1 else "(" + " or ".join(selectors) + ")"
+    return [selector(metric, [*fixed, *combo]) for combo in itertools.product(*choices)]
 
 
 def aggregate(operator: str, by: Sequence[str], expression: str) -> str:

@@ -21,7 +21,7 @@ from app.services.history import (
     WindowError,
     resolve_window,
 )
-from app.services.records import GpuFilters, HistoryQuery, SnapshotQuery
+from app.services.records import GpuFilters, HealthQuery, HistoryQuery, SnapshotQuery
 
 MAX_VALUES_PER_FILTER = 50
 # Printable text without control characters; escaping makes anything else safe in PromQL,
@@ -150,6 +150,27 @@ class GpuMetricsArgsSchema(GpuFilterArgsSchema):
             raise ValidationError({"time": ["is in the future; Prometheus has no samples "
                                             "there yet"]})
         return SnapshotQuery(filters=_filters(data), at=at)
+
+
+# The event window of GPU health: from a minute (a few scrapes) to a month.
+HEALTH_WINDOW_MIN_S, HEALTH_WINDOW_MAX_S = 60.0, 31 * 86400.0
+
+
+class GpuHealthArgsSchema(GpuMetricsArgsSchema):
+    """The GPU list's filters and instant, and the window event rules look back over."""
+
+    window = Duration(load_default=3600.0, metadata={
+        "description": "How far back event rules (XID, rising counters, throttling) look: "
+                       "seconds or a duration, 1m to 31d; default 1h"})
+
+    @post_load
+    def to_filters(self, data: dict[str, Any], **kwargs: Any) -> HealthQuery:
+        """Return the filters, instant and window; a window outside 1m..31d is refused."""
+        snapshot = super().to_filters(data, **kwargs)
+        window = data["window"]
+        if not HEALTH_WINDOW_MIN_S <= window <= HEALTH_WINDOW_MAX_S:
+            raise ValidationError({"window": ["must be between 1m and 31d"]})
+        return HealthQuery(filters=snapshot.filters, at=snapshot.at, window=window)
 
 
 class _FieldList(fields.List):

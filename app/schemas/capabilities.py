@@ -19,6 +19,18 @@ class DialectReportSchema(Schema):
     processes = fields.Boolean(metadata={"description": "Per-process series exist"})
 
 
+class HealthSignalSchema(Schema):
+    """One health signal the verdicts use, and where it comes from."""
+
+    name = fields.String(metadata={"description": "The signal: xid, ecc_dbe, throttle_hw_"
+                                                  "thermal, … (the rule codes)"})
+    found = fields.Boolean(metadata={"description": "An exporter in use publishes it"})
+    metrics = fields.List(fields.String(), metadata={
+        "description": "The dcgm-exporter counters that carry it (any one will do)"})
+    default_counters = fields.Boolean(metadata={
+        "description": "On in dcgm-exporter's default counters CSV"})
+
+
 class CapabilitiesSchema(Schema):
     """What the GPU endpoints can fill in, and why something is missing."""
 
@@ -34,3 +46,6 @@ class CapabilitiesSchema(Schema):
     processes = fields.Boolean()
     notes = fields.List(fields.String(), metadata={
         "description": "Why something users expect is missing, or read differently"})
+    health_signals = fields.List(fields.Nested(HealthSignalSchema), metadata={
+        "description": "The signals GPU health is judged by; a missing one says which "
+                       "counter to enable"})

@@ -33,12 +33,16 @@ def compile_dumper(schema: Schema) -> Dumper:
     attributes: list[str] = []
     timestamps: list[str] = []
     nested: list[tuple[str, Dumper]] = []
+    single: list[tuple[str, Dumper]] = []
     for name, field in schema.fields.items():
         if isinstance(field, Timestamp):
             timestamps.append(field.data_key or name)
         elif (inner := _nested_items(field)) is not None:
             # A list of small objects (a GPU's pods): dumped by a dumper of its own.
             nested.append((field.data_key or name, compile_dumper(inner.schema)))
+        elif isinstance(field, fields.Nested) and not field.many:
+            # One small object (a GPU's health): a list of one, dumped the same way.
+            single.append((field.data_key or name, compile_dumper(field.schema)))
         elif not isinstance(field, _PLAIN):
             raise TypeError(f"{type(field).__name__} ({name}) is not supported by the fast dump")
         keys.append(field.data_key or name)
@@ -57,6 +61,11 @@ def compile_dumper(schema: Schema) -> Dumper:
                 items = row[key]
                 if items is not None:
                     row[key] = dump_items(items) if items else []
+        for key, dump_one in single:
+            for row in rows:
+                item = row[key]
+                if item is not None:
+                    row[key] = dump_one((item,))[0]
         return rows
 
     return dump

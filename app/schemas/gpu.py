@@ -23,6 +23,32 @@ class PodShareSchema(Schema):
                   "only copies the device's value"})
 
 
+class HealthReasonSchema(Schema):
+    """One reason a GPU is not ok: the rule that fired, what it means and what to do."""
+
+    code = fields.String(required=True, metadata={
+        "description": "The rule: xid_<code>, ecc_dbe, row_remap_failure, throttle_hw_thermal, "
+                       "exporter_down, stale, … (see the README's rule table)",
+        "example": "xid_79"})
+    severity = fields.String(required=True, metadata={
+        "description": "critical, unknown or warning", "example": "critical"})
+    message = fields.String(required=True)
+    since = Timestamp(allow_none=True, metadata={
+        "description": "First instant of the window the rule held (to the rule step); for "
+                       "a stopped exporter, the GPU's last sample"})
+    action = fields.String(required=True, metadata={"description": "What to do"})
+
+
+class GpuHealthSchema(Schema):
+    """A GPU's verdict from its exporter's health signals."""
+
+    status = fields.String(required=True, metadata={
+        "description": "ok, warning, critical or unknown (the worst reason's severity)",
+        "example": "ok"})
+    reasons = fields.List(fields.Nested(HealthReasonSchema), metadata={
+        "description": "Worst first (critical, unknown, warning), then oldest; empty when ok"})
+
+
 class GpuSchema(Schema):
     """One GPU (or MIG instance). Units: bytes, percent 0-100, degrees C, watts."""
 
@@ -58,6 +84,9 @@ class GpuSchema(Schema):
         metadata={"description": "Every workload holding the GPU, by namespace and pod; "
                   "empty when none does"},
     )
+    health = fields.Nested(GpuHealthSchema, allow_none=True, metadata={
+        "description": "The GPU's health verdict over the last hour (XID, ECC, row "
+                       "remapping, throttling, a stale exporter)"})
 
 
 class GpuProcessSchema(Schema):
@@ -76,3 +105,20 @@ class GpuProcessSchema(Schema):
     gpu_uuid = fields.String(allow_none=True)
     pod = fields.String(allow_none=True)
     namespace = fields.String(allow_none=True)
+
+
+class GpuHealthReportSchema(Schema):
+    """The GPUs that are not ok, and how many GPUs have each status."""
+
+    time = Timestamp(metadata={"description": "The instant the rules were evaluated at"})
+    window = fields.Integer(metadata={"description": "Seconds event rules look back over"})
+    step = fields.Integer(metadata={
+        "description": "Seconds between the instants rules are evaluated at (the "
+                       "precision of `since`)"})
+    total = fields.Integer(metadata={"description": "GPUs (and MIG instances) judged"})
+    counts = fields.Dict(keys=fields.String(), values=fields.Integer(), metadata={
+        "description": "GPUs per status: ok, warning, critical, unknown (all four keys)"})
+    gpus = fields.List(fields.Nested(GpuSchema), metadata={
+        "description": "The GPUs that are not ok, as /api/v1/gpu/metrics lists them (a GPU "
+                       "gone from its exporter within the window has null values), sorted "
+                       "by node, index, MIG instance"})

@@ -6,8 +6,14 @@ from dataclasses import dataclass
 
 from app.dialects.detect import Detection
 from app.dialects.model import DERIVED_ONLY_FIELDS, Dialect
+from app.health.rules import DEFAULT_CSV_METRICS, RULES, XID_COUNT, XID_GAUGE
 
-ALWAYS_GPU_FIELDS = ("node_name", "timestamp")
+ALWAYS_GPU_FIELDS = ("node_name", "timestamp", "health")
+# Each health signal and the dcgm-exporter counters that carry it (alternatives).
+HEALTH_SIGNALS: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("xid", (XID_GAUGE,)), ("xid_count", (XID_COUNT,)),
+    *((rule.code, rule.metrics) for rule in RULES),
+)
 
 
 @dataclass(frozen=True)
@@ -24,6 +30,16 @@ class DialectReport:
 
 
 @dataclass(frozen=True)
+class HealthSignal:
+    """One health signal: whether it was found, and which counters give it."""
+
+    name: str
+    found: bool
+    metrics: tuple[str, ...]
+    default_counters: bool
+
+
+@dataclass(frozen=True)
 class Capabilities:
     """What the GPU endpoints can fill in, so a frontend can hide empty columns."""
 
@@ -36,6 +52,7 @@ class Capabilities:
     mig: bool
     processes: bool
     notes: tuple[str, ...]
+    health_signals: tuple[HealthSignal, ...] = ()
 
 
 def gpu_fields_of(dialect: Dialect) -> set[str]:
@@ -96,6 +113,7 @@ def describe_capabilities(detection: Detection, gpu_order: tuple[str, ...],
             mig=bool(dialect.labels.mig_instance),
             processes=bool(dialect.process_fields),
         ))
+    signals, health_notes = health_signals(detection)
     return Capabilities(
         mode="forced" if detection.forced else "auto",
         checked_at=detection.checked_at,
@@ -105,5 +123,32 @@ def describe_capabilities(detection: Detection, gpu_order: tuple[str, ...],
         pod_attribution="pod" in gpu,
         mig="mig_instance" in gpu,
         processes=any(r.processes for r in reports),
-        notes=detection.notes,
+        notes=detection.notes + health_notes,
+        health_signals=signals,
     )
+
+
+def health_signals(detection: Detection) -> tuple[tuple[HealthSignal, ...], tuple[str, ...]]:
+    """Which health signals the exporters in use publish, and how to turn on the others.
+
+    dcgm-exporter publishes only the counters in its CSV; most health counters are off in
+    the default one (etc/default-counters.csv), so each missing signal names the counter
+    to add there.
+    """
+    found = {m for dialect in detection.dialects for m in dialect.health_metrics}
+    signals = tuple(
+        HealthSignal(name, found=bool(found.intersection(metrics)), metrics=metrics,
+                     default_counters=bool(DEFAULT_CSV_METRICS.intersection(metrics)))
+        for name, metrics in HEALTH_SIGNALS)
+    can_publish = any(d.name.startswith("dcgm") and d.name != "dcgm-old"
+                      for d in detection.dialects)
+    if not detection.dialects:
+        return signals, ()
+    if not can_publish:
+        return signals, ("health: no exporter in use publishes health signals; run "
+                         "dcgm-exporter for XID, ECC, row remapping and throttling",)
+    notes = tuple(
+        f"health: {s.name} is not checked; add {' or '.join(s.metrics)} to dcgm-exporter's "
+        f"counters CSV" + ("" if s.default_counters else " (off in its default CSV)")
+        for s in signals if not s.found)
+    return signals, notes

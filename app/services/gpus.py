@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 
 from app.dialects.model import Dialect
+from app.health.queries import HealthWindow, health_queries
+from app.health.verdict import HealthJoin
 from app.prometheus.client import PrometheusClient, QueryResult
 from app.services.gpu_join import GpuJoin, gpu_sort_key
 from app.services.merge import (
@@ -41,24 +44,81 @@ def _fan_out(
 
 def list_gpus(
     prom: PrometheusClient, dialects: Sequence[Dialect], filters: GpuFilters,
-    at: float | None = None,
+    at: float | None = None, health: HealthWindow | None = None,
 ) -> list[Gpu]:
     """Return every GPU that matches `filters`, sorted by node, index, MIG instance.
 
     `at` is the Unix time the GPUs are read at (default: now): every query of the
     fan-out is evaluated at that instant, so the rows are the snapshot as it was then.
+    With `health`, each row also gets its verdict over that window (same fan-out).
+    """
+    return read_gpus(prom, dialects, filters, at, health).rows
+
+
+@dataclass
+class GpuSnapshot:
+    """The GPU rows of one fan-out, and (with health) the GPUs gone from their exporter."""
+
+    rows: list[Gpu]
+    vanished: list[Gpu] = field(default_factory=list)
+    # The instant Prometheus evaluated the health queries at (None without health).
+    evaluated_at: float | None = None
+
+
+def read_gpus(
+    prom: PrometheusClient, dialects: Sequence[Dialect], filters: GpuFilters,
+    at: float | None = None, health: HealthWindow | None = None, *, vanished: bool = False,
+) -> GpuSnapshot:
+    """Plan every dialect's GPU (and health) queries, run them as one fan-out, join.
+
+    With `vanished`, the GPUs seen within the health window but not now are found too.
     """
     plans = {d.name: gpu_queries(d, filters) for d in dialects}
     joins = {d.name: GpuJoin(d, plans[d.name]) for d in dialects}
+    judges = {d.name: HealthJoin(d, health) for d in dialects} if health else {}
     queries = {(name, *key): promql for name, plan in plans.items()
                for key, promql in plan.items()}
+    if health is not None:
+        queries.update({(d.name, *key): promql for d in dialects
+                        for key, promql in health_queries(d, filters, health,
+                                                          vanished=vanished).items()})
     if queries:
         # Each answer is joined as it arrives, while Prometheus works on the others.
         answers = prom.query_each(queries) if at is None else prom.query_each(queries, at=at)
         for (name, *key), result in answers:
-            joins[name].add(tuple(key), result)
-    return merge_rows([joins[d.name].finish(filters) for d in dialects], gpu_identities,
-                  gpu_sort_key)
+            if key[0] == "health":
+                judges[name].add(tuple(key), result)
+            else:
+                joins[name].add(tuple(key), result)
+    evaluated = next((j.now for j in judges.values() if j.now is not None), None)
+    _follow_up(prom, judges, filters, at if at is not None else evaluated)
+    current = [joins[d.name].finish(filters) for d in dialects]
+    gone: list[list[Gpu]] = []
+    for dialect in dialects if health else ():
+        join, judge = joins[dialect.name], judges[dialect.name]
+        missing = judge.vanished(join.table.rows)
+        judge.judge({**join.table.rows, **missing})
+        for row in missing.values():
+            row.node_name = join.node_of_pod.get(row.node_name) or row.node_name
+        gone.append(sorted((r for r in missing.values() if filters.matches(r)),
+                           key=gpu_sort_key))
+    rows = merge_rows(current, gpu_identities, gpu_sort_key)
+    if not any(gone):
+        return GpuSnapshot(rows, evaluated_at=evaluated)
+    # A GPU gone from one exporter but listed by another is that other's row.
+    everything = merge_rows([rows, *gone], gpu_identities, gpu_sort_key)
+    listed = {id(row) for row in rows}
+    return GpuSnapshot(rows, [row for row in everything if id(row) not in listed], evaluated)
+
+
+def _follow_up(prom: PrometheusClient, judges: dict[str, HealthJoin], filters: GpuFilters,
+               at: float | None) -> None:
+    """Ask the health rules' second round, for the GPUs the first found, at its instant."""
+    queries = {(name, *key): promql for name, judge in judges.items()
+               for key, promql in judge.followups(filters).items()}
+    if queries:
+        for (name, *key), result in prom.query_each(queries, at=at):
+            judges[name].add(tuple(key), result)
 
 
 def list_processes(

@@ -50,6 +50,15 @@ class SnapshotQuery:
 
 
 @dataclass(frozen=True)
+class HealthQuery:
+    """A GPU health request: the filters, the instant (None: now), the event window (s)."""
+
+    filters: GpuFilters
+    at: float | None = None
+    window: float = 3600.0
+
+
+@dataclass(frozen=True)
 class HistoryQuery:
     """A history request, normalized: the aligned window, its step, what and how to group.
 
@@ -94,6 +103,29 @@ class PodShare:
         return (self.namespace or "", self.pod, self.container or "")
 
 
+@dataclass(frozen=True, slots=True)
+class HealthReason:
+    """One reason a GPU is not ok: a rule that fired, what it means and what to do.
+
+    `since` is the first instant of the window the rule held (for an exporter that stopped,
+    the time of the GPU's last sample); None when not known.
+    """
+
+    code: str
+    severity: str
+    message: str
+    action: str
+    since: float | None = None
+
+
+@dataclass(slots=True)
+class GpuHealth:
+    """A GPU's verdict: ok, warning, critical or unknown, with its reasons worst first."""
+
+    status: str = "ok"
+    reasons: list[HealthReason] = field(default_factory=list)
+
+
 @dataclass(slots=True)
 class Gpu:
     """One GPU, or one MIG instance of a GPU, in canonical units; None = not reported."""
@@ -113,6 +145,7 @@ class Gpu:
     mig_profile: str | None = None
     mig_instance: int | None = None
     timestamp: float | None = None
+    health: GpuHealth | None = None
 
     # The original frontend's view of `pods`: each attribute comma-joined, None when empty.
     @property

@@ -16,7 +16,7 @@ RFC3339 = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
 GPU_FIELDS = {
     "node_name", "gpu_index", "gpu_name", "utilization", "memory_used", "memory_total",
     "memory_free", "memory_utilization", "temperature", "timestamp", "uuid", "power_usage",
-    "pod", "namespace", "container", "mig_profile", "mig_instance", "pods",
+    "pod", "namespace", "container", "mig_profile", "mig_instance", "pods", "health",
 }
 PROCESS_FIELDS = {
     "node_name", "gpu_index", "pid", "process_name", "user", "command", "gpu_memory", "cpu",
@@ -71,6 +71,9 @@ def test_metrics_returns_every_field_of_every_gpu(client: FlaskClient,
     assert first["timestamp"] == "2025-11-30T00:00:00.123Z"  # the sample's time
     assert first["pod"] is None and first["uuid"] is None
     assert first["pods"] == []  # no workload labels: an empty list, not null
+    # This exporter has no health signal: the verdict says so instead of claiming ok.
+    assert first["health"]["status"] == "unknown"
+    assert [r["code"] for r in first["health"]["reasons"]] == ["no_health_signals"]
 
 
 def test_metrics_of_an_empty_cluster_is_an_empty_list(client: FlaskClient) -> None:
@@ -104,7 +107,8 @@ def test_metrics_filter_by_node_is_pushed_into_promql_escaped(
     publish_gpu(fake_prometheus, "node-b", 0, utilization=2)
     body = client.get('/api/v1/gpu/metrics?node=node-b&node=a"}').get_json()
     assert [g["node_name"] for g in body["data"]] == ["node-b"]
-    data_queries = [q for q in fake_prometheus.queries if "nvidia_gpu_" in q and "count" not in q]
+    data_queries = [q for q in fake_prometheus.queries
+                    if "nvidia_gpu_" in q and "count" not in q and "timestamp(" not in q]
     # Only the published metric is read, grouped by the labels that exist; `a"}` sorts
     # first, its quote escaped for the string and its brace for the regex.
     assert data_queries == [

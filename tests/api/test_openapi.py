@@ -24,9 +24,13 @@ def test_openapi_document_describes_every_public_endpoint(client) -> None:
     assert document["openapi"].startswith("3.")
     assert set(document["paths"]) == {
         "/api/healthz", "/api/livez", "/api/v1/gpu/metrics", "/api/v1/gpu/processes",
-        "/api/v1/gpu/history", "/api/v1/capabilities", "/api/openapi.json", "/metrics"}
+        "/api/v1/gpu/history", "/api/v1/gpu/health", "/api/v1/capabilities",
+        "/api/openapi.json", "/metrics"}
     scrape = document["paths"]["/metrics"]["get"]["responses"]["200"]["content"]
     assert scrape == {"text/plain": {"schema": {"type": "string"}}}
+    health = document["paths"]["/api/v1/gpu/health"]["get"]
+    assert {p["name"] for p in health["parameters"]} == {
+        "node", "namespace", "pod", "gpu_name", "uuid", "time", "window"}
     metrics = document["paths"]["/api/v1/gpu/metrics"]["get"]
     assert {p["name"] for p in metrics["parameters"]} == {
         "node", "namespace", "pod", "gpu_name", "uuid", "time"}
@@ -60,14 +64,16 @@ POSITIVE, NEGATIVE = schemathesis.GenerationMode.POSITIVE, schemathesis.Generati
 # Valid input everywhere; invalid input where there are parameters to get wrong.
 OPERATIONS = [("GET", path, POSITIVE) for path in (
     "/api/healthz", "/api/livez", "/api/v1/gpu/metrics", "/api/v1/gpu/processes",
-    "/api/v1/gpu/history", "/api/v1/capabilities", "/api/openapi.json", "/metrics")] + [
+    "/api/v1/gpu/history", "/api/v1/gpu/health", "/api/v1/capabilities",
+    "/api/openapi.json", "/metrics")] + [
     ("GET", path, NEGATIVE) for path in (
-        "/api/v1/gpu/metrics", "/api/v1/gpu/processes", "/api/v1/gpu/history")]
+        "/api/v1/gpu/metrics", "/api/v1/gpu/processes", "/api/v1/gpu/history",
+        "/api/v1/gpu/health")]
 # Answered as they are: the document itself, and the scrape (text, for Prometheus).
 NOT_ENVELOPED = frozenset({"/api/openapi.json", "/metrics"})
 # Rules the document cannot state (an instant not in the future, start before end, at most
 # 11,000 timestamps): input valid by the schema may break them, and gets a 400 naming them.
-RULED = {"/api/v1/gpu/metrics": ("time",),
+RULED = {"/api/v1/gpu/metrics": ("time",), "/api/v1/gpu/health": ("time", "window"),
          "/api/v1/gpu/history": ("start", "end", "range", "step")}
 
 
@@ -162,7 +168,8 @@ def test_each_success_envelope_wraps_the_schema_its_view_declares(client) -> Non
 
 def test_only_the_cached_lists_document_validators_and_every_route_the_guards(client) -> None:
     document = client.get("/api/openapi.json").get_json()
-    cached = {"/api/v1/gpu/metrics", "/api/v1/gpu/processes", "/api/v1/gpu/history"}
+    cached = {"/api/v1/gpu/metrics", "/api/v1/gpu/processes", "/api/v1/gpu/history",
+              "/api/v1/gpu/health"}
     for path, item in document["paths"].items():
         responses = item["get"]["responses"]
         assert {"414", "431"} <= set(responses), path

@@ -17,11 +17,14 @@ from prometheus_client.samples import Sample
 from demo.cluster import (
     MIB,
     ClusterSpec,
+    Fault,
     SimGpu,
+    SimHealth,
     SimPod,
     current_step,
     mig_node_names,
     node_names,
+    parse_fault,
     shared_gpu_slots,
     snapshot,
 )
@@ -118,6 +121,16 @@ EXPECTED_NAMES["dcgm-hostname"] = EXPECTED_NAMES["dcgm"]
 EXPECTED_NAMES["dcgm-single-pod"] = EXPECTED_NAMES["dcgm"]
 EXPECTED_NAMES["dcgm-pod-hostname"] = EXPECTED_NAMES["dcgm"]
 EXPECTED_NAMES["dcgm-no-gpu-util"] = EXPECTED_NAMES["dcgm"] - {"DCGM_FI_DEV_GPU_UTIL"}
+# The health counters of dcgm-exporter's default CSV, and every optional one.
+DEFAULT_HEALTH = {"DCGM_FI_DEV_XID_ERRORS", "DCGM_FI_DEV_PCIE_REPLAY_COUNTER",
+                  "DCGM_FI_DEV_UNCORRECTABLE_REMAPPED_ROWS",
+                  "DCGM_FI_DEV_CORRECTABLE_REMAPPED_ROWS", "DCGM_FI_DEV_ROW_REMAP_FAILURE"}
+EXPECTED_NAMES["dcgm-health"] = EXPECTED_NAMES["dcgm"] | DEFAULT_HEALTH
+# DCGM_EXP_XID_ERRORS_COUNT has a series only for an XID of the last few steps.
+EXPECTED_NAMES["dcgm-health-all"] = EXPECTED_NAMES["dcgm-health"] | {
+    "DCGM_FI_DEV_ROW_REMAP_PENDING", "DCGM_FI_DEV_ECC_SBE_VOL_TOTAL",
+    "DCGM_FI_DEV_ECC_DBE_VOL_TOTAL", "DCGM_FI_DEV_CLOCKS_EVENT_REASONS",
+    "DCGM_FI_DEV_NVLINK_CRC_FLIT_ERROR_COUNT_TOTAL", "DCGM_EXP_GPU_HEALTH_STATUS"}
 EXPECTED_NAMES["nvidia-smi-1.2"] = EXPECTED_NAMES["nvidia-smi"] | {"nvidia_smi_index"}
 EXPECTED_NAMES["kube-state-metrics"] = {"kube_pod_info"}
 
@@ -508,7 +521,8 @@ def test_exporter_serves_metrics_per_node_truth_and_health() -> None:
         everything = requests.get(f"{exporter.url}/metrics", timeout=5).text
         assert everything == render(snapshot(SPEC, 0), "nvidia-smi")
         truth = requests.get(f"{exporter.url}/truth", timeout=5).json()
-    assert truth["step"] == 0 and truth["spec"] == dataclasses.asdict(SPEC)
+    assert truth["step"] == 0
+    assert truth["spec"] == json.loads(json.dumps(dataclasses.asdict(SPEC)))
     assert truth["gpus"] == json.loads(
         json.dumps([dataclasses.asdict(g) for g in snapshot(SPEC, 0)])
     )
@@ -561,3 +575,71 @@ def test_prometheus_stores_what_the_exporters_publish() -> None:
         (r["metric"]["instance"], r["metric"]["uuid"]): float(r["value"][1]) for r in smi_used
     }
     assert stored_smi == expected_smi
+
+
+# ------------------------------------------------------------------------ injected faults
+
+FAULTY = ClusterSpec(nodes=2, gpus_per_node=2, seed=3, mig_nodes=1, faults=(
+    Fault("gpu-node-001", 0, "xid", 2, value=13), Fault("gpu-node-001", 0, "xid", 5, value=79),
+    Fault("gpu-node-001", 1, "ecc_dbe", 3, 6, value=2),
+    Fault("gpu-node-002", 1, "throttle", 1, 3, value=0x40),
+))
+
+
+def health_of(step: int, node: str, index: int) -> list[SimHealth]:
+    return [g.health for g in snapshot(FAULTY, step) if (g.node, g.index) == (node, index)]
+
+
+def test_an_xid_stays_in_the_gauge_and_the_latest_code_wins() -> None:
+    assert [health_of(s, "gpu-node-001", 0)[0].xid for s in (0, 1, 2, 4, 5, 50)] == [
+        0, 0, 13, 13, 79, 79]
+    # The 5-minute count of dcgm-exporter: ten steps per code.
+    assert health_of(6, "gpu-node-001", 0)[0].xid_counts == ((13, 1), (79, 1))
+    assert health_of(12, "gpu-node-001", 0)[0].xid_counts == ((79, 1),)
+    assert health_of(20, "gpu-node-001", 0)[0].xid_counts == ()
+
+
+def test_a_counter_fault_counts_while_on_and_keeps_its_count() -> None:
+    totals = [health_of(s, "gpu-node-001", 1)[0].ecc_dbe_total for s in range(9)]
+    assert totals == [0, 0, 0, 2, 4, 6, 6, 6, 6]
+    assert all(h.ecc_dbe_total == 0 for h in health_of(5, "gpu-node-001", 0))
+
+
+def test_a_fault_on_a_mig_gpu_is_on_every_instance() -> None:
+    hot = health_of(1, "gpu-node-002", 1)
+    assert len(hot) == 4 and all(h.clock_event_reasons & 0x40 for h in hot)
+    assert not any(h.clock_event_reasons & 0x40 for h in health_of(3, "gpu-node-002", 1))
+
+
+def test_clean_gpus_carry_only_idle_or_power_cap_bits() -> None:
+    for gpu in snapshot(ClusterSpec(nodes=2, gpus_per_node=4, seed=9), 4):
+        assert gpu.health.clock_event_reasons in (0, 0x1, 0x4)
+        assert gpu.health.clock_event_reasons == (0x1 if gpu.utilization == 0 else
+                                                  0x4 if gpu.utilization >= 90 else 0)
+
+
+def test_faults_are_rendered_in_dcgm_exporter_health_counters() -> None:
+    text = render(snapshot(FAULTY, 6), "dcgm-health-all", "gpu-node-001")
+    assert re.search(r'DCGM_FI_DEV_XID_ERRORS\{gpu="0",[^}]*err_code="79",'
+                     r'err_msg="GPU has fallen off the bus"\} 79\n', text)
+    assert re.search(r'DCGM_EXP_XID_ERRORS_COUNT\{gpu="0",[^}]*xid="13"\} 1\n', text)
+    assert re.search(r'DCGM_FI_DEV_ECC_DBE_VOL_TOTAL\{gpu="1",[^}]*\} 6\n', text)
+    default = render(snapshot(FAULTY, 6), "dcgm-health", "gpu-node-001")
+    assert re.search(r'DCGM_FI_DEV_XID_ERRORS\{gpu="0",[^}]*DCGM_FI_DRIVER_VERSION="[^"]+"'
+                     r'(,[a-z_]+="[^"]*")*\} 79\n', default)
+    assert "err_code" not in default and "DCGM_FI_DEV_ECC_DBE_VOL_TOTAL" not in default
+    assert "DCGM_FI_DEV_XID_ERRORS" not in render(snapshot(FAULTY, 6), "dcgm")
+
+
+@pytest.mark.parametrize("text", ["gpu-node-001:1", "gpu-node-001:x:xid", "n:1:xid:zz",
+                                  "gpu-node-001:1:melt"])
+def test_a_bad_fault_is_refused(text: str) -> None:
+    with pytest.raises(ValueError):
+        parse_fault(text, 0)
+
+
+def test_a_fault_on_a_gpu_that_does_not_exist_is_refused() -> None:
+    with pytest.raises(ValueError, match="no such GPU"):
+        ClusterSpec(nodes=1, gpus_per_node=2, faults=(Fault("gpu-node-001", 2, "xid"),))
+    assert parse_fault("gpu-node-001:1:throttle:0x40", 7) == Fault(
+        "gpu-node-001", 1, "throttle", 7, value=0x40)

@@ -477,3 +477,29 @@ def test_every_fixture_capture_is_served_by_some_scenario() -> None:
     unused = [p.name for p in sorted(FIXTURES.glob("*.prom")) if capture_text(p.name)
               not in served]
     assert unused == []
+
+
+# -- health ------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("scenario", ["l4", "a100-mig"])
+def test_real_dcgm_captures_with_zero_error_counters_are_ok(
+        captures: dict[str, PrometheusServer], api_server: Callable[..., ApiServer],
+        scenario: str) -> None:
+    # L4: PCIE_REPLAY_COUNTER 0, (UN)CORRECTABLE_REMAPPED_ROWS 0, ROW_REMAP_FAILURE 0;
+    # A100 docs: XID_ERRORS 0 on the parent and on the instance, PCIE_REPLAY_COUNTER 0.
+    api = api_for(api_server, captures[scenario], "dcgm")
+    rows = fetch(api, "/api/v1/gpu/metrics")
+    assert rows and all(row["health"] == {"status": "ok", "reasons": []} for row in rows)
+
+
+def test_real_l4_capture_says_which_health_counters_to_enable(
+        captures: dict[str, PrometheusServer], api_server: Callable[..., ApiServer]) -> None:
+    api = api_for(api_server, captures["l4"])
+    signals = {s["name"]: s["found"] for s in fetch_capabilities(api)["health_signals"]}
+    # The capture's three health families; it lacks the default CSV's XID gauge.
+    assert {name for name, found in signals.items() if found} == {
+        "pcie_replay", "uncorrectable_remapped_rows", "row_remap_failure"}
+    notes = fetch_capabilities(api)["notes"]
+    assert ("health: xid is not checked; add DCGM_FI_DEV_XID_ERRORS to dcgm-exporter's "
+            "counters CSV") in notes
+    assert any("ecc_dbe is not checked; add DCGM_FI_DEV_ECC_DBE_VOL_TOTAL" in n for n in notes)

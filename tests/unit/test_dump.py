@@ -7,7 +7,7 @@ from marshmallow import Schema, fields
 
 from app.schemas.dump import compile_dumper
 from app.schemas.gpu import GpuProcessSchema, GpuSchema
-from app.services.records import Gpu, GpuProcess, PodShare
+from app.services.records import Gpu, GpuHealth, GpuProcess, HealthReason, PodShare
 
 GPUS = [
     Gpu(node_name="n1"),
@@ -17,7 +17,11 @@ GPUS = [
         pods=[PodShare("a", "ml", "c", utilization=7.5, memory_used=1 << 20),
               PodShare("b", "ml", None)],
         mig_profile="3g.40gb", mig_instance=2, timestamp=1764460800.123),
-    Gpu(node_name="n3", gpu_index=0, timestamp=0.0),
+    Gpu(node_name="n3", gpu_index=0, timestamp=0.0, health=GpuHealth()),
+    Gpu(node_name="n4", gpu_index=1, health=GpuHealth("critical", [
+        HealthReason("xid_79", "critical", "XID 79: GPU has fallen off the bus", "Reboot",
+                     since=1764460800.5),
+        HealthReason("stale", "unknown", "No sample", "Check", since=None)])),
 ]
 PROCESSES = [
     GpuProcess(node_name="n", gpu_index=None, pid=1),
@@ -53,7 +57,8 @@ def test_typed_comparison_tells_an_int_from_a_float() -> None:
 
 def test_fast_dump_refuses_field_types_it_does_not_reproduce() -> None:
     class Nested(Schema):
-        child = fields.Nested(GpuSchema)
+        # A single nested object is supported (a GPU's health); a many=True one is not.
+        child = fields.Nested(GpuSchema, many=True)
 
     with pytest.raises(TypeError, match="Nested"):
         compile_dumper(Nested())
