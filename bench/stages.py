@@ -271,7 +271,11 @@ def _profile(call: Callable[[], object], top: int = 15) -> list[ProfileRow]:
 
 
 def _short(filename: str) -> str:
-    for marker in ("/site-packages/", "/work/main/"):
+    """A profile row's file: relative to the repository or to site-packages."""
+    for marker in ("/site-packages/", f"{_REPO_ROOT}/"):
         if marker in filename:
             return filename.split(marker, 1)[1]
     return filename.rsplit("/", 1)[-1]
+
+
+_REPO_ROOT = str(Path(__file__).resolve().parent.parent)
