@@ -11,6 +11,7 @@ from typing import Any
 from marshmallow import Schema, ValidationError, fields, post_load, validate
 from werkzeug.datastructures import MultiDict
 
+from app.durations import DURATION_PATTERN, parse_duration
 from app.services.history import (
     AGGREGATES,
     DEFAULT_FIELDS,
@@ -47,15 +48,11 @@ def _filter_list(what: str) -> fields.List:
 FILTER_NAMES = ("node", "namespace", "pod", "gpu_name", "uuid")
 # Unix seconds from 1970 up to the year 9999: what RFC 3339 can write back.
 _LAST_INSTANT = 253402300799.0
-_DURATION = re.compile(r"(?:(\d+(?:\.\d+)?)(ms|s|m|h|d|w|y))")
 # What Instant and Duration accept, also published in the OpenAPI document.
 INSTANT_PATTERN = (r"^(\d+(\.\d+)?|\d{4}-\d\d-\d\d[Tt]\d\d:\d\d:\d\d(\.\d+)?"
                    r"([Zz]|[+-]\d\d:\d\d))$")
-DURATION_PATTERN = r"^(\d+(\.\d+)?|(\d+(\.\d+)?(ms|s|m|h|d|w|y))+)$"
 # \Z, not $: a trailing newline is not part of the value.
 _INSTANT = re.compile(INSTANT_PATTERN[:-1] + r"\Z", re.ASCII)
-_DURATION_TEXT = re.compile(DURATION_PATTERN[:-1] + r"\Z", re.ASCII)
-_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800, "y": 31536000}
 
 
 def _filters(data: dict[str, Any]) -> GpuFilters:
@@ -124,13 +121,8 @@ class Duration(fields.Field[float]):
 
     def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> float:
         text = str(value) if isinstance(value, str | int | float) else ""
-        if isinstance(value, bool) or not _DURATION_TEXT.match(text):
-            raise self.make_error("duration")
-        try:
-            seconds = float(text)
-        except ValueError:
-            seconds = sum(float(n) * _UNITS[unit] for n, unit in _DURATION.findall(text))
-        if not math.isfinite(seconds) or seconds <= 0 or seconds > 100 * _UNITS["y"]:
+        seconds = None if isinstance(value, bool) else parse_duration(text)
+        if seconds is None:
             raise self.make_error("duration")
         return seconds
 
