@@ -11,6 +11,7 @@ import dataclasses
 import math
 import random
 import time
+from collections.abc import Callable
 
 MIB = 1 << 20
 # The nominal wall time one step stands for; it only ages processes (running_time_s).
@@ -61,6 +62,19 @@ XID_COUNT_STEPS = 10
 # NVML clock event reasons of a healthy GPU: idle, and the software power cap when busy.
 IDLE_BIT, POWER_CAP_BIT = 0x1, 0x4
 POWER_CAP_UTILIZATION = 90.0
+
+# What a GPU does in the fleet scenario:
+FLEET_ROLES = (
+    "busy",       # a pod holds it and works
+    "held-idle",  # a pod holds it and does nothing (the waste the fleet view finds)
+    "cycling",    # a pod holds it; its job runs for CYCLE_STEPS / 2, then pauses as long
+    "outside",    # busy, but no pod: a process started outside Kubernetes
+    "free",       # nobody holds it, nothing runs
+)
+CYCLE_STEPS = 300
+# The driver reloads (the energy counter restarts from 0) every this many steps, at a
+# phase of each GPU's own.
+DRIVER_RELOAD_STEPS = 960
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -198,6 +212,11 @@ class SimGpu:
     host_cpu_percent: float
     host_memory_percent: float
     health: SimHealth = SimHealth()
+    # dcgm-exporter's DCGM_FI_DEV_TOTAL_ENERGY_CONSUMPTION (mJ since the driver loaded; the
+    # device's, repeated on its MIG instances); None outside the fleet scenario.
+    energy_mj: float | None = None
+    # Why the GPU looks as it does in the fleet scenario (see FLEET_ROLES); "" outside it.
+    role: str = ""
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -222,6 +241,11 @@ class ClusterSpec:
     shared_gpus: int = 0
     node_prefix: str = "gpu-node-"
     faults: tuple[Fault, ...] = ()
+    # The fleet scenario (issue: allocation against use): pods that hold idle GPUs, jobs
+    # that end and start again, work outside Kubernetes, a node nobody requested, pending
+    # pods, the energy counter and kube-state-metrics' allocation series. Off by default so
+    # that every other world keeps its shape.
+    fleet: bool = False
 
     def __post_init__(self) -> None:
         """Reject shapes the model cannot build."""
@@ -372,9 +396,9 @@ def _node_rows(
             host_memory_percent=host_mem,
         )
         if is_mig:
-            rows.extend(_mig_rows(spec, device, static, dynamic, step))
+            rows.extend(_mig_rows(spec, device, static, dynamic, step, n))
         else:
-            rows.append(_plain_row(spec, device, static, dynamic, step, (node, g) in shared))
+            rows.append(_plain_row(spec, device, static, dynamic, step, (node, g) in shared, n))
     return rows
 
 
@@ -394,6 +418,7 @@ class _Device:
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class _Workload:
+    base_utilization: float  # the job's mean utilization (its energy's mean power)
     utilization: int
     memory_copy_utilization: int
     used_mib: int
@@ -410,41 +435,179 @@ def _plain_row(
     dynamic: random.Random,
     step: int,
     is_shared: bool,
+    n: int = 0,
 ) -> SimGpu:
     model = device.model
     pod_count = 2 + int(2 * static.random()) if is_shared else 1
     busy = is_shared or static.random() >= spec.idle_fraction
     usable = model.memory_mib - model.reserved_mib
-    work = _workload(spec, static, dynamic, step, busy, pod_count, usable, device.index)
-    temperature, power, clock = _sensors(model, static, dynamic, work.utilization)
+    role = fleet_role(spec, n, device.index, busy, is_shared)
+    # A role that ever runs a job draws the job's static values, so they never change.
+    drawn = busy or role in ("held-idle", "cycling")
+    work = _workload(spec, static, dynamic, step, drawn, pod_count, usable, device.index)
+    working = _working(spec, role, busy, n, device.index, step)
+    work = _as_role(work, role, working)
+    temperature, power, clock, efficiency = _sensors(model, static, dynamic, work.utilization)
     health = gpu_health(spec.faults, device.node, device.index, step, work.utilization)
+    energy = None
+    if spec.fleet:
+        span = model.max_power_w - model.idle_power_w
+        busy_power = model.idle_power_w + span * work.base_utilization / 100 * efficiency
+        energy = energy_mj(spec, n, device.index, step, model.idle_power_w, busy_power,
+                           lambda a, b: _busy_steps(spec, role, busy, n, device.index, a, b))
     return _row(device, work, model.memory_mib, model.reserved_mib, temperature, power, clock,
-                health=health)
+                health=health, energy_mj=energy, role=role)
 
 
 def _mig_rows(
-    spec: ClusterSpec, device: _Device, static: random.Random, dynamic: random.Random, step: int
+    spec: ClusterSpec, device: _Device, static: random.Random, dynamic: random.Random,
+    step: int, n: int = 0,
 ) -> list[SimGpu]:
     model = device.model
     works: list[_Workload] = []
+    roles: list[str] = []
     for i, (_, _, _, memory_slices) in enumerate(_MIG_LAYOUT):
         usable = (model.memory_mib - model.reserved_mib) * memory_slices // 8
         busy = static.random() >= spec.idle_fraction
         ordinal = device.index * len(_MIG_LAYOUT) + i
-        works.append(_workload(spec, static, dynamic, step, busy, 1, usable, ordinal))
+        role = fleet_instance_role(spec, n, ordinal, busy)
+        work = _workload(spec, static, dynamic, step, busy or role == "held-idle", 1, usable,
+                         ordinal)
+        works.append(_as_role(work, role, busy))
+        roles.append(role)
     # Temperature and power belong to the device: drive them by the compute-weighted load.
+    slices = sum(layout[2] for layout in _MIG_LAYOUT)
     weighted = sum(w.utilization * layout[2] for w, layout in zip(works, _MIG_LAYOUT, strict=True))
-    device_util = round(weighted / sum(layout[2] for layout in _MIG_LAYOUT))
-    temperature, power, clock = _sensors(model, static, dynamic, device_util)
+    device_util = round(weighted / slices)
+    temperature, power, clock, efficiency = _sensors(model, static, dynamic, device_util)
     health = gpu_health(spec.faults, device.node, device.index, step, device_util)
+    energy = None
+    if spec.fleet:  # every instance keeps its role: the device's mean power is constant
+        mean_util = sum(w.base_utilization * layout[2] for w, layout in
+                        zip(works, _MIG_LAYOUT, strict=True) if w.utilization) / slices
+        span = model.max_power_w - model.idle_power_w
+        mean_power = model.idle_power_w + span * mean_util / 100 * efficiency
+        energy = energy_mj(spec, n, device.index, step, mean_power, mean_power,
+                           lambda a, b: 0)
     rows = []
-    for work, (instance_id, profile, _, memory_slices) in zip(works, _MIG_LAYOUT, strict=True):
+    for work, role, (instance_id, profile, _, memory_slices) in zip(
+            works, roles, _MIG_LAYOUT, strict=True):
         total = model.memory_mib * memory_slices // 8
         reserved = total - (model.memory_mib - model.reserved_mib) * memory_slices // 8
         mig = (instance_id, profile)
         rows.append(_row(device, work, total, reserved, temperature, power, clock, *mig,
-                         health=health))
+                         health=health, energy_mj=energy, role=role))
     return rows
+
+
+# ------------------------------------------------------------------- the fleet scenario
+
+_FLEET = 0  # the purpose bits of the fleet scenario's own draws (see _key)
+
+
+def unrequested_node(spec: ClusterSpec) -> str | None:
+    """The node whose GPUs nobody requested in the fleet scenario: the last plain node."""
+    plain = spec.nodes - spec.mig_nodes
+    if not spec.fleet or plain < 2:
+        return None
+    return node_name(spec, plain - 1)
+
+
+def _fleet_draws(spec: ClusterSpec, n: int, ordinal: int) -> tuple[float, int, int]:
+    """A GPU's role draw, its job cycle's phase and its driver reload's phase."""
+    draws = random.Random(_key(spec, _FLEET, n, ordinal))
+    return (draws.random(), int(draws.random() * CYCLE_STEPS),
+            int(draws.random() * DRIVER_RELOAD_STEPS))
+
+
+def fleet_role(spec: ClusterSpec, n: int, index: int, busy: bool, is_shared: bool) -> str:
+    """The role (FLEET_ROLES) of whole GPU `index` of node `n`; "" outside the scenario."""
+    if not spec.fleet:
+        return ""
+    if is_shared:
+        return "busy"
+    if node_name(spec, n) == unrequested_node(spec):
+        return "free"
+    draw = _fleet_draws(spec, n, index)[0]
+    if busy:
+        return "outside" if draw < 0.12 else "busy"
+    return "held-idle" if draw < 0.4 else "cycling" if draw < 0.75 else "free"
+
+
+def fleet_instance_role(spec: ClusterSpec, n: int, ordinal: int, busy: bool) -> str:
+    """The role of a MIG instance (numbered across its node): busy, held-idle or free."""
+    if not spec.fleet:
+        return ""
+    if busy:
+        return "busy"
+    return "held-idle" if _fleet_draws(spec, n, 1024 + ordinal)[0] < 0.5 else "free"
+
+
+def cycle_busy(phase: int, step: int) -> bool:
+    """Tell whether a cycling GPU's job runs at `step` (the first half of each cycle)."""
+    return (step + phase) % CYCLE_STEPS < CYCLE_STEPS // 2
+
+
+def _cycle_busy_before(m: int) -> int:
+    """How many of the steps 0..m-1 fall in the first half of their cycle."""
+    half = CYCLE_STEPS // 2
+    return (m // CYCLE_STEPS) * half + min(m % CYCLE_STEPS, half)
+
+
+def _working(spec: ClusterSpec, role: str, busy: bool, n: int, index: int, step: int) -> bool:
+    if role == "cycling":
+        return cycle_busy(_fleet_draws(spec, n, index)[1], step)
+    return busy if not role else role in ("busy", "outside")
+
+
+def _busy_steps(spec: ClusterSpec, role: str, busy: bool, n: int, index: int,
+                first: int, last: int) -> int:
+    """How many steps from `first` to `last` (both included) the GPU's job ran."""
+    if role == "cycling":
+        phase = _fleet_draws(spec, n, index)[1]
+        return _cycle_busy_before(last + phase + 1) - _cycle_busy_before(first + phase)
+    return last - first + 1 if _working(spec, role, busy, n, index, first) else 0
+
+
+def driver_loaded_at(spec: ClusterSpec, n: int, index: int, step: int) -> int:
+    """The first step since the GPU's driver last loaded (its energy counter's zero)."""
+    phase = _fleet_draws(spec, n, index)[2]
+    return step - (step + phase) % DRIVER_RELOAD_STEPS
+
+
+def energy_mj(spec: ClusterSpec, n: int, index: int, step: int, idle_power_w: float,
+              busy_power_w: float, busy_steps: Callable[[int, int], int]) -> float:
+    """The energy counter at `step`: each step since the driver loaded adds its mean
+    power (busy or idle) over STEP_SECONDS, in mJ. The power gauge jitters around it."""
+    loaded = driver_loaded_at(spec, n, index, step)
+    ran = busy_steps(loaded, step)
+    steps = step - loaded + 1
+    joules = (busy_power_w * ran + idle_power_w * (steps - ran)) * STEP_SECONDS
+    return round(joules * 1000.0, 1)
+
+
+def _as_role(work: _Workload, role: str, working: bool) -> _Workload:
+    """What a role makes of the job a GPU would run: a held GPU that does nothing keeps
+    its pods with nothing in use; work outside Kubernetes keeps its processes, no pods."""
+    if role in ("held-idle", "cycling") and not working:
+        count = len(work.pods)
+        return dataclasses.replace(work, utilization=0, memory_copy_utilization=0, used_mib=0,
+                                   util_shares=(0.0,) * count, memory_shares=(0,) * count,
+                                   processes=())
+    if role == "outside":
+        return dataclasses.replace(work, pods=(), util_shares=(), memory_shares=())
+    if role == "free":
+        return _Workload(work.base_utilization, 0, 0, 0, (), (), (), ())
+    return work
+
+
+def pending_pods(spec: ClusterSpec) -> list[tuple[SimPod, int]]:
+    """Pods of the fleet scenario waiting for GPUs (nvidia.com/gpu), with their request."""
+    if not spec.fleet:
+        return []
+    count = max(2, spec.nodes // 2)
+    return [(SimPod(f"queued-train-{spec.seed:x}-{i:03d}", _NAMESPACES[i % len(_NAMESPACES)],
+                    "trainer"), 1 + i % 2) for i in range(count)]
 
 
 def _row(
@@ -458,6 +621,8 @@ def _row(
     mig_instance: int | None = None,
     mig_profile: str | None = None,
     health: SimHealth = SimHealth(),
+    energy_mj: float | None = None,
+    role: str = "",
 ) -> SimGpu:
     return SimGpu(
         node=device.node,
@@ -484,6 +649,8 @@ def _row(
         host_cpu_percent=device.host_cpu_percent,
         host_memory_percent=device.host_memory_percent,
         health=health,
+        energy_mj=energy_mj,
+        role=role,
     )
 
 
@@ -503,7 +670,7 @@ def _workload(
     mem_base, copy_factor = 0.25 + 0.6 * s(), 0.3 + 0.5 * s()
     tenants = [_tenant(static) for _ in range(pod_count)]
     if not busy:
-        return _Workload(0, 0, 0, (), (), (), ())
+        return _Workload(base, 0, 0, 0, (), (), (), ())
     d = dynamic.random
     util = _clamp(round(base + swing * math.sin(step * 0.45 + phase) + 8 * d() - 4), 1, 100)
     fraction = mem_base + 0.08 * math.sin(step * 0.21 + phase) + 0.04 * d() - 0.02
@@ -517,6 +684,7 @@ def _workload(
     util_shares = tuple(float(share) for share in _split(util, weights))
     processes = _processes(static, dynamic, step, ordinal, process_count, tenants, memory_shares)
     return _Workload(
+        base_utilization=base,
         utilization=util,
         memory_copy_utilization=_clamp(round(util * copy_factor), 0, 100),
         used_mib=used_mib,
@@ -588,15 +756,16 @@ def _processes(
 
 def _sensors(
     model: _Model, static: random.Random, dynamic: random.Random, util: int
-) -> tuple[float, float, float]:
+) -> tuple[float, float, float, float]:
+    """Temperature, power, SM clock, and the GPU's power efficiency (its static draw)."""
     s, d = static.random, dynamic.random
     ambient, efficiency = 28 + 8 * s(), 0.8 + 0.15 * s()
     temperature = float(round(ambient + util * 0.4 + 3 * d() - 1.5))
     span = model.max_power_w - model.idle_power_w
     power = round(model.idle_power_w + span * util / 100 * efficiency + 6 * d() - 3, 2)
     if not util:
-        return temperature, power, _IDLE_SM_CLOCK_MHZ
-    return temperature, power, float(model.max_sm_clock_mhz - 15 * int(5 * d()))
+        return temperature, power, _IDLE_SM_CLOCK_MHZ, efficiency
+    return temperature, power, float(model.max_sm_clock_mhz - 15 * int(5 * d())), efficiency
 
 
 def _split(total: int, weights: list[float], minimum: int = 0) -> list[int]:

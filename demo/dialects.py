@@ -42,6 +42,7 @@ _HELP = {
     "DCGM_FI_DEV_SM_CLOCK": "SM clock frequency (in MHz).",
     "DCGM_FI_DEV_GPU_TEMP": "GPU temperature (in C).",
     "DCGM_FI_DEV_POWER_USAGE": "Power draw (in W).",
+    "DCGM_FI_DEV_TOTAL_ENERGY_CONSUMPTION": "Total energy consumption since boot (in mJ).",
     "DCGM_FI_DEV_GPU_UTIL": "GPU utilization (in %).",
     "DCGM_FI_DEV_MEM_COPY_UTIL": "Memory utilization (in %).",
     "DCGM_FI_DEV_FB_FREE": "Framebuffer memory free (in MiB).",
@@ -105,6 +106,16 @@ _HELP = {
     "process_gpu_memory_MiB": "Process GPU memory (MiB).",
     # kube-state-metrics
     "kube_pod_info": "[STABLE] Information about pod.",
+    "kube_pod_status_phase": "[STABLE] The pods current phase.",
+    "kube_node_status_allocatable": "[STABLE] The allocatable for different resources of a "
+                                    "node that are available for scheduling.",
+    "kube_pod_container_resource_requests": "[STABLE] The number of requested request "
+                                            "resource by a container. It is recommended to "
+                                            "use the kube_pod_resource_requests metric "
+                                            "exposed by kube-scheduler instead, as it is "
+                                            "more precise.",
+    "kube_pod_init_container_resource_requests": "The number of requested request resource "
+                                                 "by an init container.",
 }
 
 Label = tuple[str, str]
@@ -348,6 +359,7 @@ def _dcgm(
             "DCGM_FI_DEV_FB_USED": gpu.memory_used_bytes // MIB,
             "DCGM_FI_DEV_FB_RESERVED": gpu.memory_reserved_bytes // MIB,
             "DCGM_FI_PROF_GR_ENGINE_ACTIVE": gpu.utilization / 100,
+            "DCGM_FI_DEV_TOTAL_ENERGY_CONSUMPTION": gpu.energy_mj,
         }
         pods = gpu.pods[:1] if sharing == "single" else gpu.pods
         if pods and sharing == "per-process":
@@ -499,22 +511,105 @@ def _pod_labels(pod: SimPod, pod_label: str, namespace_label: str, container_lab
     )
 
 
-def _kube_state_metrics(rows: Sequence[SimGpu]) -> str:
+def _pod_uid(namespace: str, pod: str) -> str:
+    return f"{zlib.crc32(f'{namespace}/{pod}'.encode()):08x}-0000-4000-8000-000000000000"
+
+
+# Time-slicing with renameByDefault: each shared GPU is advertised as this many replicas.
+TIME_SLICING_REPLICAS = 4
+# kube-state-metrics writes a pod's phase as one series per phase, 1 on the current one.
+POD_PHASES = ("Failed", "Pending", "Running", "Succeeded", "Unknown")
+
+
+def gpu_resource(gpu: SimGpu, shared: bool) -> str:
+    """The extended resource a pod requests for this GPU, as kube-state-metrics spells it
+    (Kubernetes' name with '.', '/' and '-' turned into '_')."""
+    if gpu.mig_profile is not None:
+        return "nvidia_com_mig_" + gpu.mig_profile.replace(".", "_").replace("-", "_")
+    return "nvidia_com_gpu_shared" if shared else "nvidia_com_gpu"
+
+
+def has_init_gpu(pod: str) -> bool:
+    """Whether a workload's init container also requests its GPUs (it must not count)."""
+    return zlib.crc32(pod.encode()) % 3 == 0
+
+
+def allocation(rows: Sequence[SimGpu], spec: ClusterSpec
+               ) -> tuple[dict[tuple[str, str], int], dict[tuple[str, str, str, str], int]]:
+    """What kube-state-metrics would say of the fleet scenario's rows: each node's
+    allocatable GPU resources, and each running pod's request (namespace, pod, node,
+    resource) -> count. Pods hold what they were given: one resource unit per GPU or MIG
+    instance they appear on."""
+    shared_slots = set(cluster.shared_gpu_slots(spec))
+    allocatable: dict[tuple[str, str], int] = {}
+    requests: dict[tuple[str, str, str, str], int] = {}
+    seen: set[tuple[str, int, int | None]] = set()
+    for gpu in rows:
+        shared = (gpu.node, gpu.index) in shared_slots
+        resource = gpu_resource(gpu, shared)
+        if (gpu.node, gpu.index, gpu.mig_instance) not in seen:
+            seen.add((gpu.node, gpu.index, gpu.mig_instance))
+            units = TIME_SLICING_REPLICAS if shared else 1
+            allocatable[(gpu.node, resource)] = allocatable.get((gpu.node, resource), 0) + units
+        for pod in gpu.pods:
+            key = (pod.namespace, pod.pod, gpu.node, resource)
+            requests[key] = requests.get(key, 0) + 1
+    return allocatable, requests
+
+
+def _kube_state_metrics(rows: Sequence[SimGpu], spec: ClusterSpec | None = None) -> str:
     """kube-state-metrics' kube_pod_info for the workload pods and each node's dcgm-exporter
-    pod, in KSM's label order: what maps a pod to its node."""
+    pod, in KSM's label order: what maps a pod to its node. In the fleet scenario also the
+    allocation families: each node's allocatable GPUs, the pods' phases, and the GPU
+    requests of their containers and init containers (pending pods have no node)."""
     out = _Exposition()
     pods: dict[tuple[str, str], str] = {}
     for gpu in rows:
         pods.setdefault(("gpu-operator", exporter_pod(gpu.node)), gpu.node)
         for pod in gpu.pods:
             pods.setdefault((pod.namespace, pod.pod), gpu.node)
+    fleet = spec is not None and spec.fleet
+    pending = cluster.pending_pods(spec) if fleet and spec is not None else []
+    phases = dict.fromkeys(pods, "Running")
+    for pod, _ in pending:
+        pods[(pod.namespace, pod.pod)] = ""
+        phases[(pod.namespace, pod.pod)] = "Pending"
     for (namespace, pod_name), node in pods.items():
-        uid = f"{zlib.crc32(f'{namespace}/{pod_name}'.encode()):08x}-0000-4000-8000-000000000000"
-        labels = _labels([("namespace", namespace), ("pod", pod_name), ("uid", uid),
-                          ("host_ip", "10.0.0.1"), ("pod_ip", "10.1.0.1"), ("node", node),
+        labels = _labels([("namespace", namespace), ("pod", pod_name),
+                          ("uid", _pod_uid(namespace, pod_name)),
+                          ("host_ip", "10.0.0.1" if node else ""),
+                          ("pod_ip", "10.1.0.1" if node else ""), ("node", node),
                           ("created_by_kind", ""), ("created_by_name", ""),
                           ("priority_class", ""), ("host_network", "false")])
         out.add("kube_pod_info", labels, 1)
+    if not fleet or spec is None:
+        return out.text()
+    for (namespace, pod_name), phase in phases.items():
+        uid = _pod_uid(namespace, pod_name)
+        for name in POD_PHASES:
+            labels = _labels([("namespace", namespace), ("pod", pod_name), ("uid", uid),
+                              ("phase", name)])
+            out.add("kube_pod_status_phase", labels, 1 if name == phase else 0)
+    allocatable, requests = allocation(rows, spec)
+    for (node, resource), units in sorted(allocatable.items()):
+        out.add("kube_node_status_allocatable",
+                _labels([("node", node), ("resource", resource), ("unit", "integer")]), units)
+    containers = {(p.namespace, p.pod): p.container for g in rows for p in g.pods}
+    wanted = [(ns, pod, node, resource, count)
+              for (ns, pod, node, resource), count in requests.items()]
+    wanted += [(p.namespace, p.pod, "", "nvidia_com_gpu", count) for p, count in pending]
+    containers.update({(p.namespace, p.pod): p.container for p, _ in pending})
+    for namespace, pod_name, node, resource, count in wanted:
+        uid = _pod_uid(namespace, pod_name)
+        for family, container in (("kube_pod_container_resource_requests",
+                                   containers[(namespace, pod_name)]),
+                                  ("kube_pod_init_container_resource_requests", "init-weights")):
+            if family.startswith("kube_pod_init") and not has_init_gpu(pod_name):
+                continue
+            labels = _labels([("namespace", namespace), ("pod", pod_name), ("uid", uid),
+                              ("container", container), ("node", node),
+                              ("resource", resource), ("unit", "integer")])
+            out.add(family, labels, count)
     return out.text()
 
 
@@ -551,12 +646,18 @@ NODELESS_DIALECTS: tuple[str, ...] = ("dcgm-old", "nvidia-smi", "nvidia-smi-1.2"
 PER_NODE_DIALECTS: tuple[str, ...] = (*NODELESS_DIALECTS, "dcgm-pod-hostname")
 
 
-def render(snapshot: Sequence[SimGpu], dialect: str, node: str | None = None) -> str:
-    """Render the rows of `node` (all nodes when None) in the exposition text of `dialect`."""
+def render(snapshot: Sequence[SimGpu], dialect: str, node: str | None = None,
+           spec: ClusterSpec | None = None) -> str:
+    """Render the rows of `node` (all nodes when None) in the exposition text of `dialect`.
+
+    kube-state-metrics also needs the cluster's `spec` for what no GPU row shows (the
+    fleet scenario's pending pods); the exporters read their rows alone."""
     renderer = _RENDERERS.get(dialect)
     if renderer is None:
         raise ValueError(f"unknown dialect {dialect!r}; choose one of {', '.join(DIALECTS)}")
     rows = snapshot if node is None else [gpu for gpu in snapshot if gpu.node == node]
+    if dialect == "kube-state-metrics":
+        return _kube_state_metrics(rows, spec)
     return renderer(rows)
 
 
@@ -590,7 +691,8 @@ class RenderCache:
                 self._texts.move_to_end(key)
                 return text
         rows, by_node = self._snapshot(step)
-        text = render(rows if node is None else by_node.get(node, []), dialect)
+        text = render(rows if node is None else by_node.get(node, []), dialect,
+                      spec=self.spec)
         with self._texts_lock:
             self._texts[key] = text
             while len(self._texts) > self._max_texts:
