@@ -28,7 +28,7 @@ access_logger = logging.getLogger("app.access")
 def create_app(overrides: Mapping[str, str] | None = None) -> Flask:
     """Build the Flask app from the environment, with `overrides` taking precedence."""
     # Imports here keep `app.__version__` importable by setup tools without Flask's deps.
-    from app.api import capabilities, debug, gpu, health, history, openapi
+    from app.api import capabilities, debug, fleet, gpu, health, history, openapi
     from app.api import metrics as metrics_view
     from app.cache import ByteBoundedLRU
     from app.config import load_config
@@ -45,7 +45,7 @@ def create_app(overrides: Mapping[str, str] | None = None) -> Flask:
     state = build_state(config)
     app.extensions[EXTENSION_KEY] = state
     _register_cors(app, config.cors_origins)
-    for blueprint in (health.bp, gpu.bp, history.bp, capabilities.bp, openapi.bp):
+    for blueprint in (health.bp, gpu.bp, history.bp, fleet.bp, capabilities.bp, openapi.bp):
         app.register_blueprint(blueprint)
     if not config.metrics_port:  # else gunicorn's master serves them on that port
         app.register_blueprint(metrics_view.bp)

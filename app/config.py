@@ -13,6 +13,7 @@ from urllib.parse import urlsplit
 from app.dialects.builtin import BUILTIN_DIALECTS
 from app.dialects.mapping import load_mapping_file
 from app.dialects.model import Dialect
+from app.durations import parse_duration
 from app.prometheus.auth import is_sendable_token
 from app.prometheus.client import ClientSettings
 from app.prometheus.promql import check_label_name
@@ -85,6 +86,9 @@ class Config:
     # Read timeout of each history query and budget of one history request: a rollup of
     # hours of thousands of GPUs costs Prometheus tens of CPU-seconds, which a list never does.
     history_deadline: float = 60.0
+    # A GPU is idle when its utilization (%) stayed below this for the idle window (s).
+    idle_utilization_percent: float = 5.0
+    idle_window: float = 1800.0
 
     def client_settings(self) -> ClientSettings:
         """How the Prometheus client reaches the server these settings name."""
@@ -127,6 +131,21 @@ def _parse_seconds(text: str) -> float:
     if not 0 < value <= 3600:
         raise ValueError("must be a number of seconds between 0 and 3600")
     return value
+
+
+def _parse_percent(text: str) -> float:
+    value = float(text)
+    if not 0 < value <= 100:
+        raise ValueError("must be a percentage above 0 and at most 100")
+    return value
+
+
+def _parse_idle_window(text: str) -> float:
+    seconds = parse_duration(text.strip())
+    if seconds is None or not 60 <= seconds <= 86400:
+        raise ValueError("must be a duration from 1m to 24h, in seconds or with a unit "
+                         "(e.g. 30m)")
+    return seconds
 
 
 def _parse_non_negative(text: str) -> float:
@@ -289,6 +308,9 @@ def load_config(environ: Mapping[str, str]) -> Config:
                                  defaults.history_max_values),
         history_deadline=_read(environ, "HISTORY_DEADLINE", _parse_seconds,
                                defaults.history_deadline),
+        idle_utilization_percent=_read(environ, "IDLE_UTILIZATION_PERCENT", _parse_percent,
+                                       defaults.idle_utilization_percent),
+        idle_window=_read(environ, "IDLE_WINDOW", _parse_idle_window, defaults.idle_window),
     )
     unknown = [n for n in config.metrics_dialects if n not in config.dialect_catalog()]
     if unknown:

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
+from functools import partial
 
 from flask import Blueprint, Response, request
 
 from app.api.cached import cached_answer, cached_list
 from app.api.openapi import UPSTREAM_ERRORS, Operation
+from app.config import Config
 from app.dialects.detect import Detection
 from app.dialects.model import Dialect
 from app.health.queries import HealthWindow
@@ -21,9 +23,11 @@ from app.schemas.args import (
 )
 from app.schemas.dump import compile_dumper
 from app.schemas.gpu import GpuHealthReportSchema, GpuProcessSchema, GpuSchema
+from app.services.fleet_queries import IdleRule
 from app.services.gpu_health import gpu_health
 from app.services.gpus import list_gpus, list_processes
 from app.services.records import Gpu, GpuFilters, HealthQuery, SnapshotQuery
+from app.state import get_state
 
 bp = Blueprint("gpu", __name__, url_prefix="/api/v1/gpu")
 
@@ -46,13 +50,14 @@ _report_schema = GpuHealthReportSchema(exclude=("gpus",))
 def gpu_metrics() -> Response:
     """List every GPU with its utilization, memory, temperature and workload."""
     query: SnapshotQuery = load_args(_metrics_args, request.args)
+    idle = idle_rule(get_state().config)
     if query.at is None:
-        return cached_list("metrics", _judged_gpus, query.filters, dump_gpus,
-                           "GPU metrics retrieved successfully")
+        return cached_list("metrics", partial(_judged_gpus, idle=idle), query.filters,
+                           dump_gpus, "GPU metrics retrieved successfully")
 
     def produce(prom: PrometheusClient, detection: Detection) -> object:
         return dump_gpus(list_gpus(prom, detection.dialects, query.filters, at=query.at,
-                                   health=_ROW_HEALTH))
+                                   health=_ROW_HEALTH, idle=idle))
 
     # The snapshot of an instant is its own question: the instant is part of the key.
     return cached_answer(("metrics", query.filters, query.at), produce,
@@ -71,8 +76,13 @@ def gpu_processes() -> Response:
 
 
 def _judged_gpus(prom: PrometheusClient, dialects: Sequence[Dialect],
-                 filters: GpuFilters) -> list[Gpu]:
-    return list_gpus(prom, dialects, filters, health=_ROW_HEALTH)
+                 filters: GpuFilters, *, idle: IdleRule) -> list[Gpu]:
+    return list_gpus(prom, dialects, filters, health=_ROW_HEALTH, idle=idle)
+
+
+def idle_rule(config: Config) -> IdleRule:
+    """When a GPU counts as idle, as configured."""
+    return IdleRule(config.idle_utilization_percent, config.idle_window)
 
 
 @bp.get("/health")

@@ -80,6 +80,8 @@ DCGM = Dialect(
         "power_usage": (Source("DCGM_FI_DEV_POWER_USAGE"),),
     },
     health_metrics=HEALTH_METRICS,
+    # mJ since the driver loaded (off in the default counters CSV; often enabled).
+    energy_source=Source("DCGM_FI_DEV_TOTAL_ENERGY_CONSUMPTION", scale=0.001),
 )
 
 DCGM_OLD = Dialect(

@@ -159,6 +159,9 @@ class Dialect:
     node_map_metric: str | None = None
     # Health signals it may publish (app/health/rules.py); detection keeps those found.
     health_metrics: tuple[str, ...] = ()
+    # A counter of the energy a GPU used, scaled to joules (dcgm's is in mJ since the
+    # driver loaded); without one, energy is the integral of power.
+    energy_source: Source | None = None
 
     def __post_init__(self) -> None:
         for fields, allowed in ((self.gpu_fields, GPU_FIELDS),

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import re
 import time
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -242,3 +243,42 @@ def load_args(schema: Schema, args: MultiDict[str, str]) -> Any:
         )
     raw = {key: args.getlist(key) if key in list_fields else args.get(key) for key in args}
     return schema.load(raw)
+
+
+# A fleet answer's window: from a few scrapes to a week (its subqueries stay <= 240 steps).
+FLEET_WINDOW_MIN_S, FLEET_WINDOW_MAX_S = 300.0, 7 * 86400.0
+
+
+@dataclass(frozen=True)
+class FleetArgs:
+    """The filters and window (s) of a fleet request."""
+
+    filters: GpuFilters
+    window: float
+    at: float | None = None
+
+
+class FleetArgsSchema(Schema):
+    """Filters and window of /api/v1/cluster, /nodes and /namespaces."""
+
+    node = _filter_list("GPUs (and allocation) of these Kubernetes nodes")
+    namespace = _filter_list("GPUs held (and requested) by pods in these namespaces")
+    gpu_name = _filter_list("GPUs of these models, e.g. NVIDIA A100-SXM4-80GB")
+    window = Duration(load_default=3600.0, metadata={
+        "description": "What the window figures (average utilization, idle seconds, "
+                       "energy) cover: seconds or a duration, 5m to 7d; default 1h"})
+    time = Instant(metadata={
+        "description": "Read the fleet as it was at this instant, the window ending there "
+                       "(RFC 3339 or Unix seconds; default now). Not in the future."})
+
+    @post_load
+    def to_args(self, data: dict[str, Any], **_: Any) -> FleetArgs:
+        """Return the filters, window and instant; a window outside 5m..7d is refused."""
+        window = data["window"]
+        if not FLEET_WINDOW_MIN_S <= window <= FLEET_WINDOW_MAX_S:
+            raise ValidationError({"window": ["must be between 5m and 7d"]})
+        at = data.get("time")
+        if at is not None and at > time.time():
+            raise ValidationError({"time": ["is in the future; Prometheus has no samples "
+                                            "there yet"]})
+        return FleetArgs(filters=_filters(data), window=window, at=at)

@@ -31,6 +31,26 @@ class HealthSignalSchema(Schema):
         "description": "On in dcgm-exporter's default counters CSV"})
 
 
+class DialectFleetSchema(Schema):
+    """How the fleet view reads one dialect."""
+
+    dialect = fields.String()
+    states = fields.String(metadata={"description": "pod labels, or unknown (no pods named)"})
+    energy = fields.String(metadata={
+        "description": "The energy counter read, power integral (no counter), or none"})
+
+
+class FleetCapabilitiesSchema(Schema):
+    """What the fleet view can tell."""
+
+    idle_utilization_percent = fields.Float(metadata={"description": "IDLE_UTILIZATION_PERCENT"})
+    idle_window = fields.String(metadata={"description": "IDLE_WINDOW, e.g. 30m"})
+    kube_state_metrics = fields.Boolean(metadata={
+        "description": "Prometheus holds kube-state-metrics' series (allocation figures)"})
+    dialects = fields.List(fields.Nested(DialectFleetSchema))
+    notes = fields.List(fields.String(), metadata={"description": "What is missing and why"})
+
+
 class CapabilitiesSchema(Schema):
     """What the GPU endpoints can fill in, and why something is missing."""
 
@@ -46,6 +66,7 @@ class CapabilitiesSchema(Schema):
     processes = fields.Boolean()
     notes = fields.List(fields.String(), metadata={
         "description": "Why something users expect is missing, or read differently"})
+    fleet = fields.Nested(FleetCapabilitiesSchema, allow_none=True)
     health_signals = fields.List(fields.Nested(HealthSignalSchema), metadata={
         "description": "The signals GPU health is judged by; a missing one says which "
                        "counter to enable"})

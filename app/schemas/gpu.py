@@ -84,6 +84,14 @@ class GpuSchema(Schema):
         metadata={"description": "Every workload holding the GPU, by namespace and pod; "
                   "empty when none does"},
     )
+    state = fields.String(allow_none=True, metadata={
+        "description": "allocated-busy, allocated-idle, free, unallocated-busy or unknown: "
+                       "allocated when the exporter names a pod holding the GPU, idle when "
+                       "utilization stayed below IDLE_UTILIZATION_PERCENT for IDLE_WINDOW",
+        "enum": ["allocated-busy", "allocated-idle", "free", "unallocated-busy", "unknown"]})
+    idle_seconds = fields.Float(allow_none=True, metadata={
+        "description": "How long utilization has stayed below the idle threshold, looked "
+                       "back over IDLE_WINDOW (at most its length); null when unknown"})
     health = fields.Nested(GpuHealthSchema, allow_none=True, metadata={
         "description": "The GPU's health verdict over the last hour (XID, ECC, row "
                        "remapping, throttling, a stale exporter)"})

@@ -53,6 +53,27 @@ class Capabilities:
     processes: bool
     notes: tuple[str, ...]
     health_signals: tuple[HealthSignal, ...] = ()
+    fleet: FleetCapabilities | None = None
+
+
+@dataclass(frozen=True)
+class DialectFleet:
+    """How the fleet view reads one dialect: states from pod labels or unknown, energy."""
+
+    dialect: str
+    states: str  # "pod labels" or "unknown"
+    energy: str  # the counter's name, or "power integral", or "none"
+
+
+@dataclass(frozen=True)
+class FleetCapabilities:
+    """What the fleet view (states, /api/v1/cluster, /nodes, /namespaces) can tell."""
+
+    idle_utilization_percent: float
+    idle_window: str
+    kube_state_metrics: bool
+    dialects: tuple[DialectFleet, ...]
+    notes: tuple[str, ...]
 
 
 def gpu_fields_of(dialect: Dialect) -> set[str]:
@@ -152,3 +173,31 @@ def health_signals(detection: Detection) -> tuple[tuple[HealthSignal, ...], tupl
         f"counters CSV" + ("" if s.default_counters else " (off in its default CSV)")
         for s in signals if not s.found)
     return signals, notes
+
+
+KSM_INSTALL = ("kube-state-metrics not found: allocation figures (allocatable, requested, "
+               "pending_requests) are null; install it (kube-prometheus-stack does) and let "
+               "Prometheus scrape it")
+
+
+def fleet_capabilities(detection: Detection, kube_state_metrics: bool,
+                       idle_percent: float, idle_window: str) -> FleetCapabilities:
+    """How states and energy are found for each dialect in use, and what is missing."""
+    reports, notes = [], []
+    for dialect in detection.dialects:
+        states = "pod labels" if dialect.labels.pod else "unknown"
+        if not dialect.labels.pod:
+            notes.append(f"fleet: {dialect.name} names no pods, so its GPUs' state is "
+                         "unknown (whether a workload holds them); run dcgm-exporter with "
+                         "its Kubernetes pod mapping beside it")
+        if dialect.energy_source is not None:
+            energy = dialect.energy_source.metric
+        elif "power_usage" in dialect.gpu_fields:
+            energy = "power integral"
+        else:
+            energy = "none"
+        reports.append(DialectFleet(dialect.name, states, energy))
+    if not kube_state_metrics:
+        notes.append(KSM_INSTALL)
+    return FleetCapabilities(idle_percent, idle_window, kube_state_metrics, tuple(reports),
+                             tuple(notes))

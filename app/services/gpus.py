@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from app.dialects.model import Dialect
 from app.health.queries import HealthWindow, health_queries
 from app.health.verdict import HealthJoin
 from app.prometheus.client import PrometheusClient, QueryResult
+from app.services.fleet_queries import IdleRule, idle_queries
+from app.services.fleet_window import FleetWindow, WindowJoin
 from app.services.gpu_join import GpuJoin, gpu_sort_key
+from app.services.idle import IdleJoin
 from app.services.merge import (
     borrow_pods,
     gpu_identities,
@@ -45,14 +48,16 @@ def _fan_out(
 def list_gpus(
     prom: PrometheusClient, dialects: Sequence[Dialect], filters: GpuFilters,
     at: float | None = None, health: HealthWindow | None = None,
+    idle: IdleRule | None = None,
 ) -> list[Gpu]:
     """Return every GPU that matches `filters`, sorted by node, index, MIG instance.
 
     `at` is the Unix time the GPUs are read at (default: now): every query of the
     fan-out is evaluated at that instant, so the rows are the snapshot as it was then.
-    With `health`, each row also gets its verdict over that window (same fan-out).
+    With `health`, each row also gets its verdict over that window (same fan-out); with
+    `idle`, its idle time and state.
     """
-    return read_gpus(prom, dialects, filters, at, health).rows
+    return read_gpus(prom, dialects, filters, at, health, idle=idle).rows
 
 
 @dataclass
@@ -61,38 +66,67 @@ class GpuSnapshot:
 
     rows: list[Gpu]
     vanished: list[Gpu] = field(default_factory=list)
-    # The instant Prometheus evaluated the health queries at (None without health).
+    # The instant Prometheus evaluated the health (or idle) queries at (None without).
     evaluated_at: float | None = None
+    # The answers of the `extra` queries, by their keys.
+    extra: dict[QueryKey, QueryResult] = field(default_factory=dict)
 
 
 def read_gpus(
     prom: PrometheusClient, dialects: Sequence[Dialect], filters: GpuFilters,
     at: float | None = None, health: HealthWindow | None = None, *, vanished: bool = False,
+    idle: IdleRule | None = None, window: FleetWindow | None = None,
+    extra: Mapping[QueryKey, str] | None = None,
 ) -> GpuSnapshot:
-    """Plan every dialect's GPU (and health) queries, run them as one fan-out, join.
+    """Plan every dialect's GPU (and health, idle) queries, run them as one fan-out, join.
 
     With `vanished`, the GPUs seen within the health window but not now are found too.
+    With `window`, each row gets its figures over that window (`Gpu.window`). `extra`
+    queries (keyed without a dialect) ride in the same fan-out; their answers are in the
+    snapshot's `extra`.
     """
     plans = {d.name: gpu_queries(d, filters) for d in dialects}
     joins = {d.name: GpuJoin(d, plans[d.name]) for d in dialects}
     judges = {d.name: HealthJoin(d, health) for d in dialects} if health else {}
-    queries = {(name, *key): promql for name, plan in plans.items()
-               for key, promql in plan.items()}
+    idlers = {d.name: IdleJoin(d, idle) for d in dialects} if idle else {}
+    windows = {d.name: WindowJoin(d, window) for d in dialects} if window else {}
+    queries: dict[tuple[str, ...], str] = {(name, *key): promql for name, plan in plans.items()
+                                           for key, promql in plan.items()}
     if health is not None:
         queries.update({(d.name, *key): promql for d in dialects
                         for key, promql in health_queries(d, filters, health,
                                                           vanished=vanished).items()})
+    if idle is not None:
+        queries.update({(d.name, *key): promql for d in dialects
+                        for key, promql in idle_queries(d, filters, idle).items()})
+    queries.update({(name, *key): promql for name, joiner in windows.items()
+                    for key, promql in joiner.queries(filters).items()})
+    queries.update({("", *key): promql for key, promql in (extra or {}).items()})
+    extras: dict[QueryKey, QueryResult] = {}
     if queries:
         # Each answer is joined as it arrives, while Prometheus works on the others.
         answers = prom.query_each(queries) if at is None else prom.query_each(queries, at=at)
         for (name, *key), result in answers:
-            if key[0] == "health":
+            if not name:
+                extras[tuple(key)] = result
+            elif key[0] == "health":
                 judges[name].add(tuple(key), result)
+            elif key[0] == "idle":
+                idlers[name].add(tuple(key), result)
+            elif key[0] == "window":
+                windows[name].add(tuple(key), result)
             else:
                 joins[name].add(tuple(key), result)
     evaluated = next((j.now for j in judges.values() if j.now is not None), None)
-    _follow_up(prom, judges, filters, at if at is not None else evaluated)
+    if evaluated is None:
+        evaluated = next((i.now for i in idlers.values() if i.now is not None), None)
+    _follow_up(prom, judges, idlers, joins, filters, at if at is not None else evaluated)
     current = [joins[d.name].finish(filters) for d in dialects]
+    # After the joins' finish: a state needs the pods the join names.
+    for name, idler in idlers.items():
+        idler.finish(joins[name].table.rows)
+    for name, joiner in windows.items():
+        joiner.finish(joins[name].table.rows)
     gone: list[list[Gpu]] = []
     for dialect in dialects if health else ():
         join, judge = joins[dialect.name], judges[dialect.name]
@@ -104,21 +138,30 @@ def read_gpus(
                            key=gpu_sort_key))
     rows = merge_rows(current, gpu_identities, gpu_sort_key)
     if not any(gone):
-        return GpuSnapshot(rows, evaluated_at=evaluated)
+        return GpuSnapshot(rows, evaluated_at=evaluated, extra=extras)
     # A GPU gone from one exporter but listed by another is that other's row.
     everything = merge_rows([rows, *gone], gpu_identities, gpu_sort_key)
     listed = {id(row) for row in rows}
-    return GpuSnapshot(rows, [row for row in everything if id(row) not in listed], evaluated)
+    return GpuSnapshot(rows, [row for row in everything if id(row) not in listed], evaluated,
+                       extras)
 
 
-def _follow_up(prom: PrometheusClient, judges: dict[str, HealthJoin], filters: GpuFilters,
+def _follow_up(prom: PrometheusClient, judges: dict[str, HealthJoin],
+               idlers: dict[str, IdleJoin], joins: dict[str, GpuJoin], filters: GpuFilters,
                at: float | None) -> None:
-    """Ask the health rules' second round, for the GPUs the first found, at its instant."""
+    """Ask the second rounds (health rules, last busy instants), for the GPUs the first
+    found, at the first round's instant."""
     queries = {(name, *key): promql for name, judge in judges.items()
                for key, promql in judge.followups(filters).items()}
+    queries.update({(name, *key): promql for name, idler in idlers.items()
+                    for key, promql in idler.followups(joins[name].table.rows,
+                                                       filters).items()})
     if queries:
         for (name, *key), result in prom.query_each(queries, at=at):
-            judges[name].add(tuple(key), result)
+            if key[0] == "idle":
+                idlers[name].add(tuple(key), result)
+            else:
+                judges[name].add(tuple(key), result)
 
 
 def list_processes(

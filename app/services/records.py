@@ -127,6 +127,16 @@ class GpuHealth:
 
 
 @dataclass(slots=True)
+class GpuWindow:
+    """One GPU's figures over a fleet window: average utilization (%), seconds below the
+    idle threshold, and its energy (J; a MIG instance has its share of the device's)."""
+
+    utilization_avg: float | None = None
+    idle_seconds: float | None = None
+    energy_joules: float | None = None
+
+
+@dataclass(slots=True)
 class Gpu:
     """One GPU, or one MIG instance of a GPU, in canonical units; None = not reported."""
 
@@ -146,6 +156,12 @@ class Gpu:
     mig_instance: int | None = None
     timestamp: float | None = None
     health: GpuHealth | None = None
+    # allocated-busy, allocated-idle, free, unallocated-busy or unknown (see app/services/
+    # idle.py); idle_seconds: how long utilization has stayed below the idle threshold.
+    state: str | None = None
+    idle_seconds: float | None = None
+    # The window figures of the fleet view (not part of the GPU list).
+    window: GpuWindow | None = None
 
     # The original frontend's view of `pods`: each attribute comma-joined, None when empty.
     @property

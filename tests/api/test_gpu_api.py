@@ -17,6 +17,7 @@ GPU_FIELDS = {
     "node_name", "gpu_index", "gpu_name", "utilization", "memory_used", "memory_total",
     "memory_free", "memory_utilization", "temperature", "timestamp", "uuid", "power_usage",
     "pod", "namespace", "container", "mig_profile", "mig_instance", "pods", "health",
+    "state", "idle_seconds",
 }
 PROCESS_FIELDS = {
     "node_name", "gpu_index", "pid", "process_name", "user", "command", "gpu_memory", "cpu",
@@ -110,10 +111,13 @@ def test_metrics_filter_by_node_is_pushed_into_promql_escaped(
     data_queries = [q for q in fake_prometheus.queries
                     if "nvidia_gpu_" in q and "count" not in q and "timestamp(" not in q]
     # Only the published metric is read, grouped by the labels that exist; `a"}` sorts
-    # first, its quote escaped for the string and its brace for the regex.
+    # first, its quote escaped for the string and its brace for the regex. The idle
+    # window's maximum is narrowed the same way.
     assert data_queries == [
         'max by (hostname, gpu_id, gpu_name) '
-        '(nvidia_gpu_utilization_percent{hostname=~"a\\"\\\\}|node-b"})'
+        '(nvidia_gpu_utilization_percent{hostname=~"a\\"\\\\}|node-b"})',
+        'max by (hostname, gpu_id, gpu_name) '
+        '(max_over_time(nvidia_gpu_utilization_percent{hostname=~"a\\"\\\\}|node-b"}[1800s]))',
     ]
 
 

@@ -256,7 +256,7 @@ def write_openmetrics(out: IO[str], targets: Sequence[Target], timeline: Timelin
             rows = steps.get(spec)
             if rows is None:
                 rows = steps[spec] = snapshot(spec, step)
-            text = render(rows, target.exporter.dialect, target.node)
+            text = render(rows, target.exporter.dialect, target.node, spec=spec)
             for line in text.splitlines():
                 if not line or line[0] == "#":
                     continue
