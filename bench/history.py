@@ -20,14 +20,11 @@ venv's gunicorn, promtool, prometheus), 130 when interrupted. See bench/README.m
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 import logging
 import shutil
-import signal
 import statistics
 import sys
-import tempfile
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -38,13 +35,12 @@ from typing import Any
 from urllib.parse import urlencode
 
 import orjson
-import psutil
 import requests
 
-from bench.run import cpu_snapshot, foreign_cpu
-from bench.service import ROOT, GunicornService, HttpClient, Reply, ServiceError, cpu_seconds
+from bench.cli import finish, missing_tools, run_measured
+from bench.service import ROOT, GunicornService, HttpClient, Reply, cpu_seconds
 from bench.stats import Summary, ratio
-from bench.world import Size, prometheus_version
+from bench.world import Size
 from demo.cluster import ClusterSpec
 from tests.integration.history_world import (
     BackfilledPrometheus,
@@ -438,10 +434,6 @@ def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
         prometheus.stop()
 
 
-def _terminate(signum: int, frame: object) -> None:
-    raise KeyboardInterrupt  # unwind like Ctrl-C, so every finally block runs
-
-
 def main(argv: list[str] | None = None) -> int:
     """Run the history benchmark; return the exit status."""
     parser = argparse.ArgumentParser(prog="python -m bench.history",
@@ -470,51 +462,19 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--rounds must be at least 1")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s",
                         stream=sys.stderr)
-    missing = [tool for tool in ("promtool", "prometheus") if shutil.which(tool) is None]
-    if not (ROOT / ".venv" / "bin" / "gunicorn").exists():
-        missing.append(".venv/bin/gunicorn (make venv)")
+    missing = missing_tools("promtool", "prometheus")
     if missing:
         print(f"error: missing {', '.join(missing)}", file=sys.stderr)
         return 2
-    signal.signal(signal.SIGTERM, _terminate)
-    started = time.monotonic()
-    document: dict[str, Any] = {
-        "started_at": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
-        "command": " ".join([".venv/bin/python -m bench.history", *(argv or sys.argv[1:])]),
-        "prometheus": prometheus_version(), "cores": psutil.cpu_count(),
-    }
-    status = 0
-    cpu_before = cpu_snapshot()
-    with tempfile.TemporaryDirectory(prefix="gpu-bench-history-") as work:
-        try:
-            document.update(run(args, Path(work)))
-            document["machine_load"] = foreign_cpu(cpu_before, cpu_snapshot())
-        except KeyboardInterrupt:
-            logger.error("interrupted; everything started was stopped")
-            document["error"], status = "interrupted", 130
-        except (ServiceError, HistoryWorldError, RuntimeError, requests.RequestException) as exc:
-            logger.exception("the history benchmark failed")
-            document["error"], status = repr(exc), 1
-    document["elapsed_s"] = round(time.monotonic() - started, 1)
+    document, status = run_measured("bench.history", argv, "gpu-bench-history-",
+                                    partial(run, args))
     document["target_ratio"] = args.target
-    document["missed"] = missed = missed_targets(document, args.target)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_bytes(orjson.dumps(document, option=orjson.OPT_INDENT_2))
     if "cases" in document:
         print(table(document))
-    load = document.get("machine_load")
-    if load and not load["quiet"]:
-        print(f"warning: other processes used {load['foreign_share']:.0%} of the machine's CPU "
-              "meanwhile: the latencies are suspect", file=sys.stderr)
     for name, failure in document.get("failed_cases", {}).items():
         print(f"{name}: HTTP {failure['status']} after {failure['first_request_s']} s, "
               f"{len(failure['range_queries'])} query_range(s) completed in Prometheus")
-    print(f"wrote {args.out} ({document['elapsed_s']} s)")
-    if status == 0 and missed:
-        print(f"{len(missed)} target(s) missed:\n  " + "\n  ".join(missed), file=sys.stderr)
-        status = 1
-    return status
-
+    return finish(document, args.out, missed_targets(document, args.target), status)
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -31,7 +31,12 @@ logger = logging.getLogger("demo")
 ROOT = Path(__file__).resolve().parent.parent
 
 
+KSM = "kube-state-metrics"
+
+
 def _targets(exporter: ExporterServer, spec: ClusterSpec, dialect: str) -> list[ScrapeTarget]:
+    if dialect == KSM:  # as kube-prometheus-stack scrapes it: its own labels win
+        return [ScrapeTarget(exporter.address, labels={"job": KSM}, honor_labels=True)]
     if dialect not in NODELESS_DIALECTS:
         # Scraped like a DaemonSet behind the GPU Operator's ServiceMonitor.
         return [ScrapeTarget(exporter.address, labels={"namespace": "gpu-operator"})]
@@ -62,6 +67,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="inject a fault a minute after start, e.g. gpu-node-001:1:xid:79, "
                              "gpu-node-002:3:ecc_dbe, gpu-node-001:2:throttle:0x40; repeat "
                              "for several (default: a few on chosen GPUs; 'none' for none)")
+    parser.add_argument("--no-kube-state-metrics", action="store_true",
+                        help="run without kube-state-metrics (allocation figures are null)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s demo: %(message)s")
 
@@ -70,11 +77,13 @@ def main(argv: list[str] | None = None) -> int:
         spec = ClusterSpec(nodes=args.nodes, gpus_per_node=args.gpus, seed=7,
                            mig_nodes=min(args.mig_nodes, args.nodes - 1),
                            shared_gpus=args.shared_gpus,
-                           faults=_faults(args.fault, args.period))
+                           faults=_faults(args.fault, args.period), fleet=True)
     except ValueError as exc:
         parser.error(str(exc))
     signal.signal(signal.SIGTERM, _interrupt)
     dialects = args.dialect or ["dcgm-health-all", "nvitop"]
+    if not args.no_kube_state_metrics:
+        dialects.append(KSM)
     with ExitStack() as stack:
         targets: list[ScrapeTarget] = []
         for dialect in dialects:
@@ -125,9 +134,9 @@ def _serve_api(prometheus: PrometheusServer, targets: int, port: int) -> int:
     gunicorn = Path(sys.executable).with_name("gunicorn")
     api = subprocess.Popen([str(gunicorn), "--config", "gunicorn.conf.py", "wsgi:app"],
                            cwd=ROOT, env=env)
-    logger.info("API on http://127.0.0.1:%d — try /api/v1/gpu/metrics, "
-                "/api/v1/gpu/health, /api/v1/gpu/processes, /api/v1/capabilities, "
-                "/api/healthz; "
+    logger.info("API on http://127.0.0.1:%d — try /api/v1/gpu/metrics, /api/v1/cluster, "
+                "/api/v1/namespaces, /api/v1/gpu/health, /api/v1/gpu/processes, "
+                "/api/v1/capabilities, /api/healthz; "
                 "Ctrl-C stops everything", port)
     try:
         return api.wait()

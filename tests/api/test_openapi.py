@@ -25,7 +25,12 @@ def test_openapi_document_describes_every_public_endpoint(client) -> None:
     assert set(document["paths"]) == {
         "/api/healthz", "/api/livez", "/api/v1/gpu/metrics", "/api/v1/gpu/processes",
         "/api/v1/gpu/history", "/api/v1/gpu/health", "/api/v1/capabilities",
+        "/api/v1/cluster", "/api/v1/nodes", "/api/v1/namespaces",
         "/api/openapi.json", "/metrics"}
+    for path in ("/api/v1/cluster", "/api/v1/nodes", "/api/v1/namespaces"):
+        fleet = document["paths"][path]["get"]
+        assert {p["name"] for p in fleet["parameters"]} == {
+            "node", "namespace", "gpu_name", "window", "time"}, path
     scrape = document["paths"]["/metrics"]["get"]["responses"]["200"]["content"]
     assert scrape == {"text/plain": {"schema": {"type": "string"}}}
     health = document["paths"]["/api/v1/gpu/health"]["get"]
@@ -65,16 +70,19 @@ POSITIVE, NEGATIVE = schemathesis.GenerationMode.POSITIVE, schemathesis.Generati
 OPERATIONS = [("GET", path, POSITIVE) for path in (
     "/api/healthz", "/api/livez", "/api/v1/gpu/metrics", "/api/v1/gpu/processes",
     "/api/v1/gpu/history", "/api/v1/gpu/health", "/api/v1/capabilities",
+    "/api/v1/cluster", "/api/v1/nodes", "/api/v1/namespaces",
     "/api/openapi.json", "/metrics")] + [
     ("GET", path, NEGATIVE) for path in (
         "/api/v1/gpu/metrics", "/api/v1/gpu/processes", "/api/v1/gpu/history",
-        "/api/v1/gpu/health")]
+        "/api/v1/gpu/health", "/api/v1/cluster", "/api/v1/nodes", "/api/v1/namespaces")]
 # Answered as they are: the document itself, and the scrape (text, for Prometheus).
 NOT_ENVELOPED = frozenset({"/api/openapi.json", "/metrics"})
 # Rules the document cannot state (an instant not in the future, start before end, at most
 # 11,000 timestamps): input valid by the schema may break them, and gets a 400 naming them.
 RULED = {"/api/v1/gpu/metrics": ("time",), "/api/v1/gpu/health": ("time", "window"),
-         "/api/v1/gpu/history": ("start", "end", "range", "step")}
+         "/api/v1/gpu/history": ("start", "end", "range", "step"),
+         **{path: ("time", "window") for path in (
+             "/api/v1/cluster", "/api/v1/nodes", "/api/v1/namespaces")}}
 
 
 @pytest.mark.parametrize(("method", "path", "mode"), OPERATIONS)
@@ -169,7 +177,8 @@ def test_each_success_envelope_wraps_the_schema_its_view_declares(client) -> Non
 def test_only_the_cached_lists_document_validators_and_every_route_the_guards(client) -> None:
     document = client.get("/api/openapi.json").get_json()
     cached = {"/api/v1/gpu/metrics", "/api/v1/gpu/processes", "/api/v1/gpu/history",
-              "/api/v1/gpu/health"}
+              "/api/v1/gpu/health", "/api/v1/cluster", "/api/v1/nodes",
+              "/api/v1/namespaces"}
     for path, item in document["paths"].items():
         responses = item["get"]["responses"]
         assert {"414", "431"} <= set(responses), path
