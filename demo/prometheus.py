@@ -341,7 +341,9 @@ class PrometheusServer:
                 )
             try:
                 ready = self._session.get(self.root_url + self.ready_path, timeout=1.0)
-                if ready.status_code == 200:
+                # Another server may hold the port we picked (ours then fails to bind and
+                # exits): only our own server's answer counts.
+                if ready.status_code == 200 and self._serves_our_workdir():
                     return True
             except requests.RequestException:
                 pass  # not listening yet
@@ -349,6 +351,12 @@ class PrometheusServer:
         raise PrometheusStartError(
             f"Prometheus was not ready within {self.ready_timeout}s.\n{self.log_tail()}"
         )
+
+    def _serves_our_workdir(self) -> bool:
+        """Tell whether the server on our port is the one reading our workdir's config."""
+        flags = self._session.get(f"{self.url}/api/v1/status/flags", timeout=1.0)
+        return bool(flags.ok and flags.json().get("data", {}).get("config.file")
+                    == str(self.workdir / "prometheus.yml"))
 
     def _terminate(self) -> None:
         process, self._process = self._process, None

@@ -28,6 +28,11 @@ class VictoriaMetricsServer(PrometheusServer):
     def find_binary(self, binary: str | None) -> str:
         return find_victoria_metrics_binary(binary)
 
+    def _serves_our_workdir(self) -> bool:
+        """Tell whether the server on our port is the one storing in our workdir."""
+        flags = self._session.get(f"{self.root_url}/flags", timeout=1.0)
+        return flags.ok and f'-storageDataPath="{self.workdir / "data"}"' in flags.text
+
     def command(self, binary: str) -> list[str]:
         workdir = self.workdir
         return [
