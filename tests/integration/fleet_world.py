@@ -22,6 +22,7 @@ service's PromQL:
 from __future__ import annotations
 
 import dataclasses
+import itertools
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from functools import lru_cache
@@ -126,7 +127,7 @@ def _points(t: float, seconds: float) -> list[float]:
 
 def _increments(values: Sequence[float]) -> float:
     total = 0.0
-    for before, after in zip(values, values[1:], strict=False):
+    for before, after in itertools.pairwise(values):
         total += after - before if after >= before else after
     return total
 
