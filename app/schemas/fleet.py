@@ -9,8 +9,20 @@ from app.services.idle import STATES
 _WINDOW = " over the window"
 
 
+class Units(fields.Float):
+    """A number of resource units: whole ones written as integers (8, not 8.0)."""
+
+    def _format_num(self, value: object) -> float | int:
+        number = super()._format_num(value)
+        return int(number) if number.is_integer() else number
+
+
 def _number(description: str) -> fields.Float:
     return fields.Float(allow_none=True, metadata={"description": description})
+
+
+def _units(description: str) -> Units:
+    return Units(allow_none=True, metadata={"description": description})
 
 
 class _Figures(Schema):
@@ -42,9 +54,9 @@ class GpuCountsSchema(Schema):
 class ResourceAllocationSchema(Schema):
     """One GPU resource's units (nvidia_com_gpu, nvidia_com_gpu_shared, nvidia_com_mig_*)."""
 
-    allocatable = _number("Units the nodes offer")
-    requested = _number("Units running pods' containers request")
-    pending_requests = _number("Units pending pods' containers request")
+    allocatable = _units("Units the nodes offer")
+    requested = _units("Units running pods' containers request")
+    pending_requests = _units("Units pending pods' containers request")
 
 
 class AllocationSchema(Schema):
@@ -52,12 +64,12 @@ class AllocationSchema(Schema):
 
     kube_state_metrics = fields.Boolean(metadata={
         "description": "Whether Prometheus holds kube-state-metrics' series"})
-    allocatable = _number("GPU resource units the nodes offer (kube_node_status_allocatable)")
-    requested = _number("GPU resource units requested by the containers of running pods "
-                        "(init containers do not add)")
+    allocatable = _units("GPU resource units the nodes offer (kube_node_status_allocatable)")
+    requested = _units("GPU resource units requested by the containers of running pods "
+                       "(init containers do not add)")
     held = fields.Integer(metadata={
         "description": "GPUs and MIG instances the exporters attribute to a pod"})
-    pending_requests = _number("GPU resource units requested by pending pods")
+    pending_requests = _units("GPU resource units requested by pending pods")
     by_resource = fields.Dict(keys=fields.String(),
                               values=fields.Nested(ResourceAllocationSchema))
     scope = fields.String(allow_none=True, metadata={
@@ -79,9 +91,9 @@ class NodeSchema(_Figures):
     gpu_name = fields.String(allow_none=True, metadata={"description": "Its commonest model"})
     gpus = fields.Integer(metadata={"description": "Physical GPUs"})
     mig_instances = fields.Integer()
-    allocatable = _number("GPU resource units the node offers (null without "
-                          "kube-state-metrics)")
-    requested = _number("Units its running pods request")
+    allocatable = _units("GPU resource units the node offers (null without "
+                         "kube-state-metrics)")
+    requested = _units("Units its running pods request")
     held = fields.Integer(metadata={"description": "Rows held by a pod"})
     busy = fields.Integer(metadata={"description": "Rows not idle (allocated-busy, "
                                                    "unallocated-busy)"})
@@ -93,8 +105,8 @@ class NamespaceSchema(Schema):
 
     namespace = fields.String(required=True)
     pods = fields.Integer(metadata={"description": "Its pods holding or requesting GPUs"})
-    gpus_requested = _number("GPU resource units its running pods request")
-    pending_requests = _number("GPU resource units its pending pods request")
+    gpus_requested = _units("GPU resource units its running pods request")
+    pending_requests = _units("GPU resource units its pending pods request")
     gpus_held = fields.Integer(metadata={
         "description": "GPUs and MIG instances a pod of it holds (a shared GPU counts in "
                        "each namespace sharing it)"})
