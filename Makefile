@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 PROMETHEUS ?= $(shell command -v prometheus 2>/dev/null || echo /usr/bin/prometheus)
 VICTORIA_METRICS ?= $(shell command -v victoria-metrics 2>/dev/null || echo /usr/bin/victoria-metrics)
 
-.PHONY: help venv prometheus victoria-metrics demo run test lint bench bench-micro soak clean
+.PHONY: help venv prometheus victoria-metrics browser demo run test lint bench bench-micro soak clean
 
 help:  ## list the targets
 	@grep -E '^[a-z]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -40,13 +40,23 @@ victoria-metrics:  ## make sure a VictoriaMetrics binary is installed (Debian pa
 		exit 1; \
 	fi
 
+browser:  ## make sure headless Chromium and its driver are installed (Debian packages)
+	@if command -v chromium >/dev/null && command -v chromedriver >/dev/null; then \
+		echo "browser: $$(chromium --version 2>/dev/null | head -n1)"; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver; \
+	else \
+		echo "Chromium is not installed. Install the Debian packages: sudo apt-get install chromium chromium-driver" >&2; \
+		exit 1; \
+	fi
+
 demo: venv prometheus  ## run the API on a simulated GPU cluster scraped by a real Prometheus
 	$(BIN)/python -m demo
 
 run: venv  ## run the API under gunicorn against $$PROMETHEUS_URL
 	$(BIN)/gunicorn --config gunicorn.conf.py wsgi:app
 
-test: venv prometheus victoria-metrics  ## run every test, the real-Prometheus (and VictoriaMetrics) ones included
+test: venv prometheus victoria-metrics browser  ## run every test, the real-Prometheus (and VictoriaMetrics) and browser ones included
 	$(BIN)/pytest
 
 lint: venv  ## static checks: ruff, and mypy over the files setup.cfg names

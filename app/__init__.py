@@ -36,6 +36,7 @@ def create_app(overrides: Mapping[str, str] | None = None) -> Flask:
     from app.json import OrjsonProvider
     from app.state import EXTENSION_KEY, build_state
     from app.telemetry.logs import configure_logging
+    from app.ui import bp as ui_bp
 
     config = load_config({**os.environ, **(overrides or {})})
     configure_logging(config.log_level, config.log_format)
@@ -45,7 +46,8 @@ def create_app(overrides: Mapping[str, str] | None = None) -> Flask:
     state = build_state(config)
     app.extensions[EXTENSION_KEY] = state
     _register_cors(app, config.cors_origins)
-    for blueprint in (health.bp, gpu.bp, history.bp, fleet.bp, capabilities.bp, openapi.bp):
+    for blueprint in (health.bp, gpu.bp, history.bp, fleet.bp, capabilities.bp, openapi.bp,
+                      ui_bp):
         app.register_blueprint(blueprint)
     if not config.metrics_port:  # else gunicorn's master serves them on that port
         app.register_blueprint(metrics_view.bp)
@@ -123,7 +125,8 @@ MAX_QUERY_STRING_BYTES = 4096
 MAX_HEADER_BYTES = 8192
 SECURITY_HEADERS = {
     "X-Content-Type-Options": "nosniff",
-    # JSON only: nothing may be loaded, framed or executed from our responses.
+    # JSON only: nothing may be loaded, framed or executed from our responses. The
+    # dashboard page sets its own (app/ui).
     "Content-Security-Policy": "default-src 'none'; frame-ancestors 'none'",
     "X-Frame-Options": "DENY",
     "Referrer-Policy": "no-referrer",

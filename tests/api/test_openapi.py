@@ -26,7 +26,9 @@ def test_openapi_document_describes_every_public_endpoint(client) -> None:
         "/api/healthz", "/api/livez", "/api/v1/gpu/metrics", "/api/v1/gpu/processes",
         "/api/v1/gpu/history", "/api/v1/gpu/health", "/api/v1/capabilities",
         "/api/v1/cluster", "/api/v1/nodes", "/api/v1/namespaces",
-        "/api/openapi.json", "/metrics"}
+        "/api/openapi.json", "/metrics", "/"}
+    page = document["paths"]["/"]["get"]["responses"]["200"]["content"]
+    assert page == {"text/html": {"schema": {"type": "string"}}}
     for path in ("/api/v1/cluster", "/api/v1/nodes", "/api/v1/namespaces"):
         fleet = document["paths"][path]["get"]
         assert {p["name"] for p in fleet["parameters"]} == {
@@ -71,12 +73,12 @@ OPERATIONS = [("GET", path, POSITIVE) for path in (
     "/api/healthz", "/api/livez", "/api/v1/gpu/metrics", "/api/v1/gpu/processes",
     "/api/v1/gpu/history", "/api/v1/gpu/health", "/api/v1/capabilities",
     "/api/v1/cluster", "/api/v1/nodes", "/api/v1/namespaces",
-    "/api/openapi.json", "/metrics")] + [
+    "/api/openapi.json", "/metrics", "/")] + [
     ("GET", path, NEGATIVE) for path in (
         "/api/v1/gpu/metrics", "/api/v1/gpu/processes", "/api/v1/gpu/history",
         "/api/v1/gpu/health", "/api/v1/cluster", "/api/v1/nodes", "/api/v1/namespaces")]
 # Answered as they are: the document itself, and the scrape (text, for Prometheus).
-NOT_ENVELOPED = frozenset({"/api/openapi.json", "/metrics"})
+NOT_ENVELOPED = frozenset({"/api/openapi.json", "/metrics", "/"})
 # Rules the document cannot state (an instant not in the future, start before end, at most
 # 11,000 timestamps): input valid by the schema may break them, and gets a 400 naming them.
 RULED = {"/api/v1/gpu/metrics": ("time",), "/api/v1/gpu/health": ("time", "window"),
@@ -146,7 +148,9 @@ def test_every_public_route_is_documented_and_the_debug_ones_are_not(
         make_app: Callable[..., Flask]) -> None:
     app = make_app(ENABLE_DEBUG_ENDPOINTS="true")
     document = app.test_client().get("/api/openapi.json").get_json()
-    routes = {rule.rule for rule in app.url_map.iter_rules() if rule.endpoint != "static"}
+    # The dashboard's assets (ui.static) are files the page loads, not operations.
+    routes = {rule.rule for rule in app.url_map.iter_rules()
+              if rule.endpoint not in ("static", "ui.static")}
     assert {r for r in routes if r.startswith("/debug/")} == {
         "/debug/vars", "/debug/pprof/threads", "/debug/pprof/profile"}
     assert set(document["paths"]) == {r for r in routes if not r.startswith("/debug/")}

@@ -1,0 +1,598 @@
+// The built-in dashboard: reads the public API (relative URLs), draws tiles, the GPU table,
+// namespaces and processes, and refreshes with ETags, touching only the cells that changed.
+"use strict";
+
+(() => {
+  const params = new URLSearchParams(location.search);
+  // ?refresh=<seconds> changes the period (the default is 10 s).
+  const REFRESH_MS = Math.max(1, Number(params.get("refresh")) || 10) * 1000;
+  const SPARK_REFRESH_MS = 60000;
+  const MAX_PROCESSES = 500;
+  const DASH = "—";
+  const STATES = ["allocated-busy", "allocated-idle", "free", "unallocated-busy", "unknown"];
+  const HEALTH = ["ok", "warning", "critical", "unknown"];
+  const GIB = 1024 ** 3;
+
+  const $ = (selector) => document.querySelector(selector);
+  const etags = new Map();  // path -> ETag of the answer we hold
+  const answers = new Map();  // path -> the last `data` we received
+  const failures = new Map();  // path -> what failed on its last fetch
+  let lastSuccess = null;  // Date.now() of the last metrics answer (200 or 304)
+  let firstPaintDone = false;
+
+  // ------------------------------------------------------------------ fetching
+
+  /** GET `path` (relative) with If-None-Match; resolve to "changed", "same" or throw. */
+  async function fetchData(path) {
+    const headers = {Accept: "application/json"};
+    if (etags.has(path)) headers["If-None-Match"] = etags.get(path);
+    let response;
+    try {
+      // no-store: we validate ourselves, so a 304 reaches us and costs no body.
+      response = await fetch(path, {headers, cache: "no-store"});
+    } catch (err) {
+      throw new Error(`the API did not answer (${err.message})`);
+    }
+    if (response.status === 304) return "same";
+    let body = null;
+    try { body = await response.json(); } catch (err) { body = null; }
+    if (!response.ok || !body || body.success !== true) {
+      const error = new Error(body && body.error ? body.error : `HTTP ${response.status}`);
+      error.status = response.status;
+      throw error;
+    }
+    const etag = response.headers.get("ETag");
+    if (etag) etags.set(path, etag); else etags.delete(path);
+    answers.set(path, body.data);
+    return "changed";
+  }
+
+  const PATHS = {
+    gpus: "api/v1/gpu/metrics",
+    processes: "api/v1/gpu/processes",
+    cluster: "api/v1/cluster?window=1h",
+    namespaces: "api/v1/namespaces?window=1h",
+  };
+
+  async function refresh() {
+    const names = Object.keys(PATHS);
+    const results = await Promise.allSettled(names.map((name) => fetchData(PATHS[name])));
+    const changed = new Set();
+    results.forEach((result, i) => {
+      const name = names[i];
+      if (result.status === "fulfilled") {
+        failures.delete(name);
+        if (result.value === "changed") changed.add(name);
+        if (name === "gpus") lastSuccess = Date.now();
+      } else {
+        failures.set(name, result.reason);
+      }
+    });
+    try {
+      if (changed.has("gpus")) renderGpus();
+      if (changed.has("gpus") || changed.has("cluster")) renderTiles();
+      if (changed.has("namespaces")) renderNamespaces();
+      if (changed.has("processes")) renderProcesses();
+    } finally {
+      renderStatus();
+      setTimeout(refresh, REFRESH_MS);
+    }
+  }
+
+  // ------------------------------------------------------------------ formatting
+
+  const isNum = (v) => typeof v === "number" && Number.isFinite(v);
+  const fixed = (v, digits) => (isNum(v) ? v.toFixed(digits) : DASH);
+  const text = (v) => (v === null || v === undefined || v === "" ? DASH : String(v));
+  const gib = (v) => (isNum(v) ? (v / GIB).toFixed(1) : DASH);
+
+  function duration(seconds) {
+    if (!isNum(seconds)) return DASH;
+    if (seconds < 60) return `${Math.round(seconds)}s`;
+    if (seconds < 3600) return `${Math.round(seconds / 60)}m`;
+    return `${(seconds / 3600).toFixed(1)}h`;
+  }
+
+  function gpuLabel(row) {
+    const index = isNum(row.gpu_index) ? String(row.gpu_index) : DASH;
+    if (row.mig_instance === null || row.mig_instance === undefined) return index;
+    return `${index} MIG ${row.mig_profile || ""} #${row.mig_instance}`.replace("  ", " ");
+  }
+
+  function rowKey(row) {
+    return `${row.node_name}|${row.uuid || row.gpu_index}|${row.mig_instance ?? ""}`;
+  }
+
+  const byName = new Intl.Collator(undefined, {numeric: true}).compare;
+
+  // ------------------------------------------------------------------ the GPU table
+
+  // Each column: what it shows (text, and a bar's percentage), and what it sorts by.
+  const COLUMNS = [
+    {key: "node", cls: "node", show: (r) => r.node_name, sort: (r) => r.node_name},
+    {key: "gpu", cls: "gpu num", show: gpuLabel,
+     sort: (r) => [r.node_name, r.gpu_index ?? -1, r.mig_instance ?? -1]},
+    {key: "model", cls: "model", show: (r) => text(r.gpu_name), sort: (r) => r.gpu_name},
+    {key: "utilization", cls: "utilization num", bar: (r) => r.utilization,
+     show: (r) => (isNum(r.utilization) ? `${r.utilization.toFixed(1)}%` : DASH),
+     sort: (r) => r.utilization},
+    {key: "memory", cls: "memory num", bar: (r) => r.memory_utilization,
+     show: (r) => (isNum(r.memory_used) || isNum(r.memory_total)
+       ? `${gib(r.memory_used)} / ${gib(r.memory_total)} GiB` : DASH),
+     sort: (r) => r.memory_utilization ?? r.memory_used},
+    {key: "temperature", cls: "temperature num", show: (r) => fixed(r.temperature, 0),
+     sort: (r) => r.temperature},
+    {key: "power", cls: "power num", show: (r) => fixed(r.power_usage, 1),
+     sort: (r) => r.power_usage},
+    {key: "pod", cls: "pod", show: (r) => text(r.pod), sort: (r) => r.pod},
+    {key: "namespace", cls: "namespace", show: (r) => text(r.namespace), sort: (r) => r.namespace},
+    {key: "state", cls: "state", col: "state", show: (r) => text(r.state),
+     klass: (r) => `state state-${r.state || "unknown"}`, sort: (r) => r.state},
+    {key: "idle", cls: "idle num", col: "state", show: (r) => duration(r.idle_seconds),
+     sort: (r) => r.idle_seconds},
+    {key: "health", cls: "health", col: "health",
+     show: (r) => (r.health ? r.health.status : DASH),
+     klass: (r) => `health health-${r.health ? r.health.status : "none"}`,
+     title: (r) => (r.health && r.health.reasons
+       ? r.health.reasons.map((reason) => `${reason.code}: ${reason.message}`).join("\n") : ""),
+     sort: (r) => (r.health ? HEALTH.indexOf(r.health.status) : null)},
+  ];
+
+  const table = $("#gpus");
+  const tbody = table.tBodies[0];
+  const rows = new Map();  // rowKey -> {tr, cells, shown, data, haystack}
+  let order = [];  // rowKeys in display order
+  let sortKey = "node";
+  let sortDir = 1;
+  let filterText = "";
+
+  const template = (() => {
+    const tr = document.createElement("tr");
+    tr.className = "gpu";
+    for (const column of COLUMNS) {
+      const td = document.createElement("td");
+      td.className = column.cls;
+      if (column.col) td.dataset.col = column.col;
+      if (column.key === "node") {
+        const name = document.createElement("span");
+        name.className = "name";
+        td.appendChild(name);
+      } else if (column.bar) {
+        const bar = document.createElement("span");
+        bar.className = "cell-bar";
+        bar.appendChild(document.createElement("span"));
+        const label = document.createElement("span");
+        label.className = "bar-text";
+        td.append(bar, label);
+      }
+      tr.appendChild(td);
+    }
+    return tr;
+  })();
+
+  function newRow() {
+    const tr = template.cloneNode(true);
+    const cells = Array.from(tr.cells, (td, i) => {
+      const column = COLUMNS[i];
+      if (column.key === "node") return {td, label: td.firstChild};
+      if (column.bar) return {td, fill: td.firstChild.firstChild, label: td.lastChild};
+      return {td, label: td};
+    });
+    return {tr, cells, shown: new Array(COLUMNS.length).fill(null), data: null};
+  }
+
+  /** Write a row's cells, each only when what it shows changed. */
+  function updateRow(entry, data) {
+    entry.data = data;
+    COLUMNS.forEach((column, i) => {
+      const shown = column.show(data);
+      const percent = column.bar ? column.bar(data) : null;
+      const klass = column.klass ? column.klass(data) : null;
+      const title = column.title ? column.title(data) : null;
+      const signature = `${shown}|${percent}|${klass}|${title}`;
+      if (entry.shown[i] === signature) return;
+      entry.shown[i] = signature;
+      const cell = entry.cells[i];
+      cell.label.textContent = shown;
+      if (column.bar) {
+        cell.fill.style.width = isNum(percent) ? `${Math.max(0, Math.min(100, percent))}%` : "0";
+      }
+      if (klass) cell.td.className = `${column.cls} ${klass}`;
+      if (column.title) cell.td.title = title;
+    });
+    entry.haystack = [data.node_name, data.gpu_name, data.pod, data.namespace,
+      ...(data.pods || []).flatMap((p) => [p.pod, p.namespace])]
+      .filter(Boolean).join(" ").toLowerCase();
+  }
+
+  function compareRows(a, b) {
+    const column = COLUMNS.find((c) => c.key === sortKey);
+    const x = column.sort(a.data);
+    const y = column.sort(b.data);
+    const missingX = x === null || x === undefined;
+    const missingY = y === null || y === undefined;
+    if (missingX || missingY) {
+      // Values not reported sort last, whichever the direction.
+      if (missingX !== missingY) return missingX ? 1 : -1;
+    } else {
+      const c = compareValues(x, y);
+      if (c !== 0) return c * sortDir;
+    }
+    return compareValues(COLUMNS[1].sort(a.data), COLUMNS[1].sort(b.data));
+  }
+
+  function compareValues(x, y) {
+    if (Array.isArray(x)) {
+      for (let i = 0; i < x.length; i += 1) {
+        const c = compareValues(x[i], y[i]);
+        if (c !== 0) return c;
+      }
+      return 0;
+    }
+    if (typeof x === "number" && typeof y === "number") return x - y;
+    return byName(String(x), String(y));
+  }
+
+  function renderGpus() {
+    const data = answers.get(PATHS.gpus) || [];
+    const seen = new Set();
+    for (const row of data) {
+      const key = rowKey(row);
+      seen.add(key);
+      let entry = rows.get(key);
+      if (!entry) {
+        entry = newRow();
+        entry.tr.dataset.key = key;
+        rows.set(key, entry);
+      }
+      updateRow(entry, row);
+    }
+    for (const [key, entry] of rows) {
+      if (!seen.has(key)) {
+        entry.tr.remove();
+        rows.delete(key);
+      }
+    }
+    table.classList.toggle("no-state", !data.some((r) => "state" in r));
+    table.classList.toggle("no-health", !data.some((r) => "health" in r));
+    arrange();
+    if (!firstPaintDone) {
+      firstPaintDone = true;
+      // "rows drawn": after the browser has laid out and painted the first frame of rows.
+      requestAnimationFrame(() => setTimeout(() => {
+        performance.mark("gpu-rows-drawn");
+        document.body.dataset.rowsDrawn = "true";
+      }, 0));
+    }
+  }
+
+  /** Put rows in sort order (moving DOM nodes only when the order changed), filter, group. */
+  function arrange() {
+    const entries = Array.from(rows.values()).sort(compareRows);
+    const keys = entries.map((e) => rowKey(e.data));
+    if (keys.length !== order.length || keys.some((k, i) => k !== order[i])) {
+      const fragment = document.createDocumentFragment();
+      for (const entry of entries) fragment.appendChild(entry.tr);
+      tbody.appendChild(fragment);
+      order = keys;
+    }
+    const terms = filterText.toLowerCase().split(/\s+/).filter(Boolean);
+    let previousNode = null;
+    let visible = 0;
+    for (const entry of entries) {
+      const show = terms.every((term) => entry.haystack.includes(term));
+      if (entry.tr.hidden === show) entry.tr.hidden = !show;
+      if (!show) continue;
+      visible += 1;
+      const starts = entry.data.node_name !== previousNode;
+      previousNode = entry.data.node_name;
+      const grouped = starts && sortKey === "node";
+      if (entry.tr.classList.contains("group-start") !== grouped) {
+        entry.tr.classList.toggle("group-start", grouped);
+      }
+      setSparkSlot(entry, grouped);
+    }
+    $("#shown").textContent = terms.length ? `${visible} of ${rows.size} shown` : `${rows.size} GPU rows`;
+    for (const th of table.tHead.rows[0].cells) {
+      if (th.dataset.sort === sortKey) th.setAttribute("aria-sort", sortDir > 0 ? "ascending" : "descending");
+      else th.removeAttribute("aria-sort");
+    }
+  }
+
+  table.tHead.addEventListener("click", (event) => {
+    const th = event.target.closest("th[data-sort]");
+    if (!th) return;
+    if (sortKey === th.dataset.sort) sortDir = -sortDir;
+    else { sortKey = th.dataset.sort; sortDir = 1; }
+    arrange();
+  });
+
+  let filterTimer = null;
+  $("#filter").addEventListener("input", (event) => {
+    clearTimeout(filterTimer);
+    filterTimer = setTimeout(() => {
+      filterText = event.target.value.trim();
+      arrange();
+      renderProcesses();
+    }, 120);
+  });
+
+  // ------------------------------------------------------------------ sparklines
+
+  // One per node, in the node's first row; asked only for nodes on screen, many per request.
+  const SVG = "http://www.w3.org/2000/svg";
+  const sparks = new Map();  // node -> {values, fetched}
+  const wanted = new Set();
+  let sparkTimer = null;
+  const observer = new IntersectionObserver((seen) => {
+    for (const item of seen) {
+      if (item.isIntersecting) wanted.add(item.target.dataset.node);
+    }
+    scheduleSparks();
+  });
+
+  function setSparkSlot(entry, grouped) {
+    const td = entry.cells[0].td;
+    const node = entry.data.node_name;
+    let svg = td.querySelector("svg");
+    if (!grouped) {
+      if (svg) { observer.unobserve(td); svg.remove(); }
+      return;
+    }
+    if (!svg) {
+      svg = document.createElementNS(SVG, "svg");
+      svg.setAttribute("width", "80");
+      svg.setAttribute("height", "16");
+      svg.setAttribute("viewBox", "0 0 80 16");
+      svg.classList.add("sparkline");
+      const title = document.createElementNS(SVG, "title");
+      title.textContent = `${node}: average GPU utilization over the last hour`;
+      const path = document.createElementNS(SVG, "path");
+      path.classList.add("spark");
+      svg.append(title, path);
+      td.appendChild(svg);
+      td.dataset.node = node;
+      observer.observe(td);
+    }
+    drawSpark(svg, sparks.get(node));
+  }
+
+  function drawSpark(svg, spark) {
+    const path = svg.querySelector("path");
+    if (!spark) return;
+    let d = "";
+    const n = spark.values.length;
+    spark.values.forEach((v, i) => {
+      if (!isNum(v)) return;
+      const x = n > 1 ? (i / (n - 1)) * 80 : 0;
+      const y = 15 - (Math.max(0, Math.min(100, v)) / 100) * 14;
+      const previous = i > 0 && isNum(spark.values[i - 1]);
+      d += `${previous ? "L" : "M"}${x.toFixed(1)},${y.toFixed(1)}`;
+    });
+    if (path.getAttribute("d") !== d) path.setAttribute("d", d);
+  }
+
+  function scheduleSparks() {
+    clearTimeout(sparkTimer);
+    sparkTimer = setTimeout(loadSparks, 250);
+  }
+
+  async function loadSparks() {
+    const now = Date.now();
+    const due = [...wanted].filter((node) => {
+      const spark = sparks.get(node);
+      return !spark || now - spark.fetched > SPARK_REFRESH_MS;
+    });
+    wanted.clear();
+    // Batches that keep the query string well under the API's 4 KiB limit.
+    const batches = [];
+    let batch = [];
+    let length = 0;
+    for (const node of due) {
+      const part = `&node=${encodeURIComponent(node)}`;
+      if (batch.length && length + part.length > 3000) { batches.push(batch); batch = []; length = 0; }
+      batch.push(node);
+      length += part.length;
+    }
+    if (batch.length) batches.push(batch);
+    for (const nodes of batches) {
+      const query = nodes.map((node) => `node=${encodeURIComponent(node)}`).join("&");
+      const path = `api/v1/gpu/history?range=1h&points=61&fields=utilization&group_by=node&${query}`;
+      try {
+        if (await fetchData(path) === "changed") {
+          for (const series of answers.get(path).series) {
+            sparks.set(series.key.node_name, {values: series.values.utilization, fetched: now});
+          }
+        }
+        for (const node of nodes) {
+          if (sparks.has(node)) sparks.get(node).fetched = now;
+        }
+        failures.delete("history");
+      } catch (err) {
+        failures.set("history", err);
+      }
+      answers.delete(path);
+      etags.delete(path);
+    }
+    for (const entry of rows.values()) {
+      const svg = entry.cells[0].td.querySelector("svg");
+      if (svg) drawSpark(svg, sparks.get(entry.data.node_name));
+    }
+    renderStatus();
+  }
+
+  // Visible sparklines are asked again once a minute.
+  setInterval(() => {
+    for (const entry of rows.values()) {
+      if (entry.cells[0].td.querySelector("svg") && !entry.tr.hidden) {
+        const box = entry.tr.getBoundingClientRect();
+        if (box.bottom > 0 && box.top < innerHeight) wanted.add(entry.data.node_name);
+      }
+    }
+    scheduleSparks();
+  }, SPARK_REFRESH_MS);
+
+  // ------------------------------------------------------------------ tiles
+
+  function tile(key, label, value, sub) {
+    return {key, label, value, sub: sub || ""};
+  }
+
+  function tilesFromCluster(cluster, gpus) {
+    const g = cluster.gpus;
+    const a = cluster.allocation || {};
+    const models = Object.entries(g.by_model || {}).map(([m, n]) => `${n}× ${m}`).join(", ");
+    return [
+      tile("gpus", "GPUs", text(g.total),
+        `${g.mig_instances ? `${g.mig_instances} MIG instances · ` : ""}${models}`),
+      ...STATES.map((s) => tile(`state-${s}`, s, text(g.by_state ? g.by_state[s] : null))),
+      tile("utilization", `Utilization (avg ${cluster.window})`,
+        isNum(cluster.utilization_avg) ? `${cluster.utilization_avg.toFixed(1)}%` : DASH),
+      tile("memory", "Memory used", `${gib(cluster.memory_used)} GiB`,
+        `of ${gib(cluster.memory_total)} GiB`),
+      tile("power", "Power", isNum(cluster.power_usage) ? `${cluster.power_usage.toFixed(0)} W` : DASH,
+        isNum(cluster.energy_joules) ? `${(cluster.energy_joules / 3.6e6).toFixed(2)} kWh in ${cluster.window}` : ""),
+      tile("allocation", "GPUs requested", text(a.requested),
+        `of ${text(a.allocatable)} allocatable · ${text(a.held)} held · ${text(a.pending_requests)} pending`),
+      ...healthTiles(gpus),
+    ];
+  }
+
+  function tilesFromRows(gpus) {
+    // Without /api/v1/cluster: what the GPU rows alone say, now.
+    const sum = (field) => {
+      const values = gpus.map((r) => r[field]).filter(isNum);
+      return values.length ? values.reduce((x, y) => x + y, 0) : null;
+    };
+    const util = gpus.map((r) => r.utilization).filter(isNum);
+    const tiles = [
+      tile("gpus", "GPU rows", String(gpus.length)),
+      tile("utilization", "Utilization (now)",
+        util.length ? `${(util.reduce((x, y) => x + y, 0) / util.length).toFixed(1)}%` : DASH),
+      tile("memory", "Memory used", `${gib(sum("memory_used"))} GiB`, `of ${gib(sum("memory_total"))} GiB`),
+      tile("power", "Power", isNum(sum("power_usage")) ? `${sum("power_usage").toFixed(0)} W` : DASH),
+    ];
+    if (gpus.some((r) => "state" in r)) {
+      for (const s of STATES) tiles.push(tile(`state-${s}`, s, String(gpus.filter((r) => r.state === s).length)));
+    }
+    return tiles.concat(healthTiles(gpus));
+  }
+
+  function healthTiles(gpus) {
+    if (!gpus.some((r) => "health" in r)) return [];
+    return HEALTH.map((status) => tile(`health-${status}`, `health ${status}`,
+      String(gpus.filter((r) => r.health && r.health.status === status).length)));
+  }
+
+  const tileElements = new Map();
+
+  function renderTiles() {
+    const gpus = answers.get(PATHS.gpus) || [];
+    const cluster = answers.get(PATHS.cluster);
+    const tiles = cluster ? tilesFromCluster(cluster, gpus) : tilesFromRows(gpus);
+    const container = $("#tiles");
+    const keys = new Set(tiles.map((t) => t.key));
+    for (const [key, element] of tileElements) {
+      if (!keys.has(key)) { element.root.remove(); tileElements.delete(key); }
+    }
+    for (const t of tiles) {
+      let element = tileElements.get(t.key);
+      if (!element) {
+        const root = document.createElement("div");
+        root.className = "tile";
+        root.dataset.tile = t.key;
+        const label = document.createElement("div");
+        label.className = "label";
+        const value = document.createElement("div");
+        value.className = "value";
+        const sub = document.createElement("div");
+        sub.className = "sub";
+        root.append(label, value, sub);
+        element = {root, label, value, sub};
+        tileElements.set(t.key, element);
+      }
+      container.appendChild(element.root);  // keeps the order of `tiles`
+      for (const part of ["label", "value", "sub"]) {
+        if (element[part].textContent !== t[part]) element[part].textContent = t[part];
+      }
+    }
+  }
+
+  // ------------------------------------------------------------------ namespaces, processes
+
+  function fillBody(body, records, cellsOf) {
+    const fragment = document.createDocumentFragment();
+    for (const record of records) {
+      const tr = document.createElement("tr");
+      for (const [value, numeric] of cellsOf(record)) {
+        const td = document.createElement("td");
+        if (numeric) td.className = "num";
+        td.textContent = value;
+        tr.appendChild(td);
+      }
+      fragment.appendChild(tr);
+    }
+    body.replaceChildren(fragment);
+  }
+
+  function renderNamespaces() {
+    const data = answers.get(PATHS.namespaces) || [];
+    $("#namespaces-section").hidden = false;
+    $("#namespaces-window").textContent = "(last hour)";
+    fillBody($("#namespaces").tBodies[0], data, (n) => [
+      [n.namespace], [text(n.pods), true], [text(n.gpus_requested), true],
+      [text(n.gpus_held), true], [fixed(n.utilization_avg, 1), true],
+      [isNum(n.idle_gpu_seconds) ? (n.idle_gpu_seconds / 3600).toFixed(2) : DASH, true],
+      [isNum(n.energy_joules) ? (n.energy_joules / 3.6e6).toFixed(3) : DASH, true],
+      [text(n.energy_split)],
+    ]);
+  }
+
+  function renderProcesses() {
+    const data = answers.get(PATHS.processes);
+    if (!data) return;
+    const terms = filterText.toLowerCase().split(/\s+/).filter(Boolean);
+    const matching = terms.length ? data.filter((p) => {
+      const haystack = [p.node_name, p.pod, p.namespace, p.process_name, p.user]
+        .filter(Boolean).join(" ").toLowerCase();
+      return terms.every((term) => haystack.includes(term));
+    }) : data;
+    const shown = matching.slice(0, MAX_PROCESSES);
+    $("#processes-note").textContent = matching.length > shown.length
+      ? `(first ${shown.length} of ${matching.length}; filter to narrow)` : `(${matching.length})`;
+    fillBody($("#processes").tBodies[0], shown, (p) => [
+      [p.node_name], [text(p.gpu_index), true], [text(p.pid), true], [text(p.process_name)],
+      [text(p.user)], [isNum(p.gpu_memory) ? `${(p.gpu_memory / 2 ** 20).toFixed(0)} MiB` : DASH, true],
+      [text(p.pod)], [text(p.namespace)],
+    ]);
+  }
+
+  // ------------------------------------------------------------------ status
+
+  function renderStatus() {
+    const banner = $("#banner");
+    const main = $("#data");
+    const age = lastSuccess === null ? null : Math.round((Date.now() - lastSuccess) / 1000);
+    const gpuFailure = failures.get("gpus");
+    const other = [...failures.entries()].filter(([name]) => name !== "gpus");
+    if (gpuFailure || other.length) {
+      const failure = gpuFailure || other[0][1];
+      const down = failure.status === 503 || failure.status === 504 || failure.status === 502;
+      let message = down ? `Prometheus is not answering: ${failure.message}`
+        : `The API answered an error: ${failure.message}`;
+      if (gpuFailure) {
+        message += age === null ? " No data yet." : ` Showing the data from ${age} s ago.`;
+      }
+      if (banner.textContent !== message) banner.textContent = message;
+      banner.hidden = false;
+    } else if (!banner.hidden) {
+      banner.hidden = true;
+      banner.textContent = "";
+    }
+    main.classList.toggle("stale", Boolean(gpuFailure) && lastSuccess !== null);
+    $("#updated").textContent = age === null ? "loading…" : `updated ${age} s ago`;
+  }
+
+  setInterval(renderStatus, 1000);
+  refresh();
+})();
