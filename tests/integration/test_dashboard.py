@@ -188,6 +188,34 @@ def test_the_filter_and_the_sort(lab: Lab, loaded: webdriver.Chrome) -> None:
     assert console_errors(loaded) == []
 
 
+def test_each_node_has_a_one_hour_sparkline_from_the_history_api(
+        lab: Lab, browser: webdriver.Chrome) -> None:
+    history = "/api/v1/gpu/history?range=1h&points=121&fields=utilization&group_by=node"
+
+    def measured() -> dict[str, int]:
+        series = lab.data(history)["series"]
+        return {s["key"]["node_name"]: sum(v is not None for v in s["values"]["utilization"])
+                for s in series}
+
+    wait_until(lambda: (found := measured()) and all(found.values()), timeout=60,
+               what="a history point per node")
+    open_page(browser, lab.api.url + "/?refresh=1")
+
+    def drawn() -> dict[str, int]:
+        # One "M"/"L" command per point drawn.
+        return dict(browser.execute_script(
+            "return [...document.querySelectorAll('td.node[data-node]')].map(td => "
+            "[td.dataset.node, (td.querySelector('path').getAttribute('d') || '')"
+            ".split(/[ML]/).length - 1])"))
+
+    points = measured()
+    wait_until(lambda: (found := drawn()) and all(found.values()), what="the sparklines")
+    assert set(drawn()) == set(points)
+    for node, count in drawn().items():
+        assert abs(count - points[node]) <= 1, node  # a new point may land in between
+    assert console_errors(browser) == []
+
+
 def test_the_page_works_under_an_ingress_path_prefix(lab: Lab,
                                                      browser: webdriver.Chrome) -> None:
     mounted = DispatcherMiddleware(NotFound(), {"/gpu-monitor": lab.api.app})

@@ -397,7 +397,7 @@
     if (batch.length) batches.push(batch);
     for (const nodes of batches) {
       const query = nodes.map((node) => `node=${encodeURIComponent(node)}`).join("&");
-      const path = `api/v1/gpu/history?range=1h&points=61&fields=utilization&group_by=node&${query}`;
+      const path = `api/v1/gpu/history?range=1h&points=121&fields=utilization&group_by=node&${query}`;
       try {
         if (await fetchData(path) === "changed") {
           for (const series of answers.get(path).series) {
