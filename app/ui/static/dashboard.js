@@ -54,27 +54,35 @@
     namespaces: "api/v1/namespaces?window=1h",
   };
 
-  async function refresh() {
-    const names = Object.keys(PATHS);
-    const results = await Promise.allSettled(names.map((name) => fetchData(PATHS[name])));
-    const changed = new Set();
-    results.forEach((result, i) => {
-      const name = names[i];
-      if (result.status === "fulfilled") {
-        failures.delete(name);
-        if (result.value === "changed") changed.add(name);
-        if (name === "gpus") lastSuccess = Date.now();
-      } else {
-        failures.set(name, result.reason);
-      }
-    });
+  // What to redraw when an answer changed. Each is drawn as soon as it arrives: the GPU
+  // table does not wait for the window figures, which take Prometheus longer.
+  const RENDER = {
+    gpus: () => { renderGpus(); renderTiles(); },
+    cluster: () => renderTiles(),
+    namespaces: () => renderNamespaces(),
+    processes: () => renderProcesses(),
+  };
+
+  async function load(name) {
     try {
-      if (changed.has("gpus")) renderGpus();
-      if (changed.has("gpus") || changed.has("cluster")) renderTiles();
-      if (changed.has("namespaces")) renderNamespaces();
-      if (changed.has("processes")) renderProcesses();
+      const result = await fetchData(PATHS[name]);
+      failures.delete(name);
+      if (name === "gpus") lastSuccess = Date.now();
+      if (result === "changed") RENDER[name]();
+    } catch (err) {
+      failures.set(name, err);
     } finally {
       renderStatus();
+    }
+  }
+
+  async function refresh() {
+    try {
+      // The GPU list first, alone: the table is what a visitor waits for, and the window
+      // figures would compete with it for Prometheus.
+      await load("gpus");
+      await Promise.allSettled(["cluster", "namespaces", "processes"].map(load));
+    } finally {
       setTimeout(refresh, REFRESH_MS);
     }
   }
@@ -233,10 +241,17 @@
     return byName(String(x), String(y));
   }
 
-  function renderGpus() {
-    const data = answers.get(PATHS.gpus) || [];
+  // A first answer larger than this is drawn in two steps: these rows at once (the top
+  // of the table, in the API's order, which is the default sort), the rest in chunks.
+  // (?first_rows= changes it: the tests draw a small cluster in steps too.)
+  const FIRST_ROWS = Math.max(1, Number(params.get("first_rows")) || 300);
+  const CHUNK_ROWS = 2000;
+  let pending = null;  // the timer of a first render still adding rows
+
+  /** Create or update the rows of `list`; with `prune`, remove every other row. */
+  function syncRows(list, prune) {
     const seen = new Set();
-    for (const row of data) {
+    for (const row of list) {
       const key = rowKey(row);
       seen.add(key);
       let entry = rows.get(key);
@@ -247,12 +262,20 @@
       }
       updateRow(entry, row);
     }
+    if (!prune) return;
     for (const [key, entry] of rows) {
       if (!seen.has(key)) {
         entry.tr.remove();
         rows.delete(key);
       }
     }
+  }
+
+  function renderGpus() {
+    const data = answers.get(PATHS.gpus) || [];
+    if (pending !== null) { clearTimeout(pending); pending = null; }
+    const inSteps = rows.size === 0 && data.length > FIRST_ROWS;
+    syncRows(inSteps ? data.slice(0, FIRST_ROWS) : data, !inSteps);
     table.classList.toggle("no-state", !data.some((r) => "state" in r));
     table.classList.toggle("no-health", !data.some((r) => "health" in r));
     arrange();
@@ -264,6 +287,25 @@
         document.body.dataset.rowsDrawn = "true";
       }, 0));
     }
+    if (!inSteps) {
+      document.body.dataset.rowsComplete = "true";
+      return;
+    }
+    let next = FIRST_ROWS;
+    const more = () => {
+      const end = Math.min(next + CHUNK_ROWS, data.length);
+      syncRows(data.slice(next, end), false);
+      next = end;
+      if (next < data.length) {
+        pending = setTimeout(more, 0);
+        return;
+      }
+      pending = null;
+      arrange();
+      performance.mark("gpu-rows-complete");
+      document.body.dataset.rowsComplete = "true";
+    };
+    pending = setTimeout(more, 0);
   }
 
   /** Put rows in sort order (moving DOM nodes only when the order changed), filter, group. */
