@@ -32,6 +32,16 @@ def missing_tools(*tools: str) -> list[str]:
     return missing
 
 
+def ready_to_run(*tools: str) -> bool:
+    """Log to stderr with timestamps; False (after saying which) when a tool is missing."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s",
+                        stream=sys.stderr)
+    missing = missing_tools(*tools)
+    if missing:
+        print(f"error: missing {', '.join(missing)}", file=sys.stderr)
+    return not missing
+
+
 def new_document(module: str, argv: list[str] | None) -> dict[str, Any]:
     """The results document's header: when, which command, which Prometheus, how many cores."""
     return {

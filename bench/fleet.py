@@ -32,7 +32,7 @@ from urllib.parse import urlencode
 
 import requests
 
-from bench.cli import finish, missing_tools, run_measured
+from bench.cli import finish, ready_to_run, run_measured
 from bench.history import IDENTITY, QUERY_THREADS, QueryLog, Service, _timed, _wait_idle, _warm_up
 from bench.service import ROOT, GunicornService, HttpClient, Reply
 from bench.stats import Summary, ratio
@@ -221,11 +221,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.spacing < 15 or args.spacing % 15 or args.duration % args.spacing:
         parser.error("--spacing must be a multiple of 15 that divides --duration")
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s",
-                        stream=sys.stderr)
-    missing = missing_tools("promtool", "prometheus")
-    if missing:
-        print(f"error: missing {', '.join(missing)}", file=sys.stderr)
+    if not ready_to_run("promtool", "prometheus"):
         return 2
     document, status = run_measured("bench.fleet", argv, "gpu-bench-fleet-",
                                     partial(run, args))

@@ -37,7 +37,7 @@ from urllib.parse import urlencode
 import orjson
 import requests
 
-from bench.cli import finish, missing_tools, run_measured
+from bench.cli import finish, ready_to_run, run_measured
 from bench.service import ROOT, GunicornService, HttpClient, Reply, cpu_seconds
 from bench.stats import Summary, ratio
 from bench.world import Size
@@ -460,11 +460,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--spacing must be a multiple of 15 that divides --duration")
     if args.rounds < 1:
         parser.error("--rounds must be at least 1")
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s",
-                        stream=sys.stderr)
-    missing = missing_tools("promtool", "prometheus")
-    if missing:
-        print(f"error: missing {', '.join(missing)}", file=sys.stderr)
+    if not ready_to_run("promtool", "prometheus"):
         return 2
     document, status = run_measured("bench.history", argv, "gpu-bench-history-",
                                     partial(run, args))

@@ -72,12 +72,13 @@ class World:
     """Exporter + Prometheus for one cluster size; a context manager that stops both."""
 
     def __init__(self, size: Size, dialect: str, scrape_interval_s: int,
-                 seed: int = 0, processes_per_busy_gpu: int = 2) -> None:
+                 seed: int = 0, processes_per_busy_gpu: int = 2, fleet: bool = False) -> None:
         self.size = size
         self.dialect = dialect
         self.scrape_interval_s = scrape_interval_s
         self.spec = ClusterSpec(nodes=size.nodes, gpus_per_node=size.gpus_per_node,
-                                seed=seed, processes_per_busy_gpu=processes_per_busy_gpu)
+                                seed=seed, processes_per_busy_gpu=processes_per_busy_gpu,
+                                fleet=fleet)
         # Rows are GPUs plus MIG instances; the default spec has no MIG, so rows = GPUs.
         self.expected_gpus = len(snapshot(self.spec, 0))
         self._stack = ExitStack()
