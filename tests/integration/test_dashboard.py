@@ -217,6 +217,18 @@ def test_each_node_has_a_one_hour_sparkline_from_the_history_api(
     assert console_errors(browser) == []
 
 
+def test_the_window_figures_are_asked_once_a_minute_the_list_every_refresh(
+        lab: Lab, browser: webdriver.Chrome) -> None:
+    open_page(browser, lab.api.url + "/?refresh=1")
+    time.sleep(5)  # five refreshes of the list
+    asked = browser.execute_script(
+        "return performance.getEntriesByType('resource').map(e => new URL(e.name).pathname)")
+    assert asked.count("/api/v1/gpu/metrics") >= 4
+    assert asked.count("/api/v1/gpu/processes") >= 4
+    assert asked.count("/api/v1/cluster") == 1
+    assert asked.count("/api/v1/namespaces") == 1
+
+
 def test_the_page_works_under_an_ingress_path_prefix(lab: Lab,
                                                      browser: webdriver.Chrome) -> None:
     mounted = DispatcherMiddleware(NotFound(), {"/gpu-monitor": lab.api.app})

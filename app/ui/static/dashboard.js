@@ -7,6 +7,11 @@
   // ?refresh=<seconds> changes the period (the default is 10 s).
   const REFRESH_MS = Math.max(1, Number(params.get("refresh")) || 10) * 1000;
   const SPARK_REFRESH_MS = 60000;
+  // The window figures (cluster tiles, namespaces) are asked once a minute: each is a
+  // subquery over every GPU across the hour, seconds of Prometheus' CPU at 8,000 GPUs, and
+  // an hour's averages move little in a minute. After a failure they are asked every refresh.
+  const WINDOW_REFRESH_MS = Math.max(REFRESH_MS, 60000);
+  let windowAsked = -Infinity;  // Date.now() when the window figures were last asked
   const MAX_PROCESSES = 500;
   const DASH = "—";
   const STATES = ["allocated-busy", "allocated-idle", "free", "unallocated-busy", "unknown"];
@@ -81,7 +86,13 @@
       // The GPU list first, alone: the table is what a visitor waits for, and the window
       // figures would compete with it for Prometheus.
       await load("gpus");
-      await Promise.allSettled(["cluster", "namespaces", "processes"].map(load));
+      const names = ["processes"];
+      const windowFailed = failures.has("cluster") || failures.has("namespaces");
+      if (windowFailed || Date.now() - windowAsked >= WINDOW_REFRESH_MS) {
+        windowAsked = Date.now();
+        names.push("cluster", "namespaces");
+      }
+      await Promise.allSettled(names.map(load));
     } finally {
       setTimeout(refresh, REFRESH_MS);
     }
@@ -487,7 +498,11 @@
     return [
       tile("gpus", "GPUs", text(g.total),
         `${g.mig_instances ? `${g.mig_instances} MIG instances · ` : ""}${models}`),
-      ...STATES.map((s) => tile(`state-${s}`, s, text(g.by_state ? g.by_state[s] : null))),
+      // States are now-figures: counted from the GPU rows, fresh with the table, where the
+      // rows carry them (the cluster answer is asked once a minute).
+      ...STATES.map((s) => tile(`state-${s}`, s, gpus.some((r) => "state" in r)
+        ? String(gpus.filter((r) => r.state === s).length)
+        : text(g.by_state ? g.by_state[s] : null))),
       tile("utilization", `Utilization (avg ${cluster.window})`,
         isNum(cluster.utilization_avg) ? `${cluster.utilization_avg.toFixed(1)}%` : DASH),
       tile("memory", "Memory used", `${gib(cluster.memory_used)} GiB`,
