@@ -6,9 +6,9 @@ A simulated dcgm cluster (with health counters and the fleet scenario) scraped e
 by a real Prometheus (`bench/world.py`), the service under gunicorn as shipped (its
 response cache on), and Debian's Chromium driven by selenium. Two cache states:
 
-- **cold**: after waiting out the cache (CACHE_TTL + CACHE_STALE_SECONDS + 1 s) in a page
-  that polls nothing, so the GPU list is a whole fan-out: what the first visitor of a quiet
-  cluster waits for;
+- **cold**: once Prometheus runs no query, after waiting out the cache (CACHE_TTL +
+  CACHE_STALE_SECONDS + 1 s) in a page that polls nothing, so the GPU list is a whole
+  fan-out: what the first visitor of a quiet cluster waits for;
 - **warm**: right after another GPU list request: what a visitor waits for while any
   dashboard polls.
 
@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.cli import finish, ready_to_run, run_measured
+from bench.history import wait_prometheus_idle
 from bench.service import ROOT, GunicornService
 from bench.stats import Summary, ratio
 from bench.world import Size, World
@@ -66,7 +67,7 @@ BASELINE = """
 COLD_WAIT_S = 11.0
 
 
-def measure(url: str, rounds: int) -> dict[str, Any]:
+def measure(url: str, prometheus_url: str, rounds: int) -> dict[str, Any]:
     """In one browser, each round: a cold page, a warm baseline, a warm page, a cold
     baseline."""
     got: dict[str, list[float]] = {name: [] for name in (
@@ -74,6 +75,7 @@ def measure(url: str, rounds: int) -> dict[str, Any]:
         "warm_complete")}
     rows_drawn: set[int] = set()
     failures: list[str] = []
+    waited: dict[str, list[float]] = {"prometheus_idle": []}
 
     def page(state: str) -> None:
         browser.get(url)
@@ -90,12 +92,16 @@ def measure(url: str, rounds: int) -> dict[str, Any]:
             got[f"{state}_baseline"].append(float(elapsed) / 1000.0)
 
     def settle() -> None:
-        """Load the page once with its refresh an hour away, then wait out the cache.
+        """Load the page once with its refresh an hour away; once Prometheus has answered
+        everything asked so far, wait out the cache.
 
         The JSON answers' CSP forbids a fetch from them, so the cold baseline runs in a
-        page too, one that polls nothing while the cache entry of the GPU list expires."""
+        page too, one that polls nothing while the cache entry of the GPU list expires. A
+        cold request meets an idle Prometheus, not the window figures of the page before."""
         browser.get(url + "?refresh=3600")
         browser.execute_async_script(FIRST_PAINT)
+        time.sleep(1.0)  # the page's window figures and sparklines are asked by now
+        waited["prometheus_idle"].append(wait_prometheus_idle(prometheus_url))
         time.sleep(COLD_WAIT_S)
 
     with chromium() as browser:
@@ -117,7 +123,7 @@ def measure(url: str, rounds: int) -> dict[str, Any]:
         result[f"{state}_ratio_p50"] = ratio(page_summary.p50_ms, base.p50_ms)
         result[f"{state}_ratio_p90"] = ratio(page_summary.p90_ms, base.p90_ms)
     return {**result, "rows_drawn": sorted(rows_drawn), "failures": failures,
-            "rounds": rounds}
+            "rounds": rounds, "waited_s": waited}
 
 
 def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
@@ -125,7 +131,7 @@ def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     with World(args.size, "dcgm-health-all", scrape_interval_s=15, fleet=True) as world:
         document: dict[str, Any] = {"size": args.size.label, "rows": world.expected_gpus}
         with GunicornService("first-paint", world.prometheus_url, work) as service:
-            document.update(measure(service.url + "/", args.rounds))
+            document.update(measure(service.url + "/", world.prometheus_url, args.rounds))
     return document
 
 

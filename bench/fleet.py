@@ -33,7 +33,15 @@ from urllib.parse import urlencode
 import requests
 
 from bench.cli import finish, ready_to_run, run_measured
-from bench.history import IDENTITY, QUERY_THREADS, QueryLog, Service, _timed, _wait_idle, _warm_up
+from bench.history import (
+    IDENTITY,
+    QUERY_THREADS,
+    QueryLog,
+    Service,
+    _timed,
+    _warm_up,
+    wait_prometheus_idle,
+)
 from bench.service import ROOT, GunicornService, HttpClient, Reply
 from bench.stats import Summary, ratio
 from bench.world import Size
@@ -99,7 +107,7 @@ def measure(service: GunicornService, prometheus: Any, log: QueryLog, cases: dic
     prometheus_pid = [prometheus.pid] if prometheus.pid is not None else []
     try:
         for name, path in cases.items():
-            _wait_idle(prometheus)
+            wait_prometheus_idle(prometheus.url)
             log.mark()
             reply = client.get(path, IDENTITY)
             queries = instant_queries(log.since_mark())
@@ -117,7 +125,7 @@ def measure(service: GunicornService, prometheus: Any, log: QueryLog, cases: dic
             for name in floors:
                 turn = ["service", "floor"] if number % 2 == 0 else ["floor", "service"]
                 for kind in turn:
-                    _wait_idle(prometheus)
+                    wait_prometheus_idle(prometheus.url)
                     if kind == "floor":
                         wall, _ = _timed(floors[name].fetch, prometheus_pid)
                         samples[name]["floor"].append(wall)

@@ -192,11 +192,12 @@ def _series_count(body: bytes) -> tuple[int, int, int]:
     return len(data["series"]), len(data["timestamps"]), values
 
 
-def _wait_idle(prometheus: BackfilledPrometheus, timeout_s: float = 900.0) -> float:
-    """Wait until Prometheus runs no query (its own prometheus_engine_queries gauge)."""
+def wait_prometheus_idle(url: str, timeout_s: float = 900.0) -> float:
+    """Wait until the Prometheus at `url` runs no query (its prometheus_engine_queries
+    gauge); the seconds waited."""
     started = time.monotonic()
     while time.monotonic() - started < timeout_s:
-        text = prometheus.session.get(f"{prometheus.url}/metrics", timeout=10).text
+        text = requests.get(f"{url}/metrics", timeout=10).text
         running = next((float(line.split()[-1]) for line in text.splitlines()
                         if line.startswith("prometheus_engine_queries ")), 0.0)
         if running == 0:
@@ -216,7 +217,8 @@ def measure(service: GunicornService, prometheus: BackfilledPrometheus, log: Que
     prometheus_pid = [prometheus.pid] if prometheus.pid is not None else []
     try:
         for name, path in list(cases.items()):
-            _wait_idle(prometheus)  # queries of a request that timed out may still run
+            # The queries of a request that timed out may still run.
+            wait_prometheus_idle(prometheus.url)
             log.mark()
             t0 = time.perf_counter()
             reply = client.get(path, IDENTITY)
@@ -237,7 +239,7 @@ def measure(service: GunicornService, prometheus: BackfilledPrometheus, log: Que
             floors[name].fetch()  # untimed: first touch of these queries
         plan_keys = {name: {(q.query, q.start, q.end) for q in floor.queries}
                      for name, floor in floors.items()}
-        _wait_idle(prometheus)
+        wait_prometheus_idle(prometheus.url)
         samples: dict[str, dict[str, list[float]]] = {
             name: {"service": [], "floor": [], "service_prometheus_cpu": [],
                    "floor_prometheus_cpu": [], "service_worker_cpu": []} for name in cases}
