@@ -84,7 +84,8 @@ def run_measured(module: str, argv: list[str] | None, prefix: str,
     with tempfile.TemporaryDirectory(prefix=prefix) as work:
         try:
             document.update(run(Path(work)))
-            document["machine_load"] = foreign_cpu(cpu_before, cpu_snapshot())
+            document["machine_load"] = foreign_cpu(cpu_before, cpu_snapshot(),
+                                                   document.get("browser_cpu_s", 0.0))
         except KeyboardInterrupt:
             logger.error("interrupted; everything started was stopped")
             document["error"], status = "interrupted", 130

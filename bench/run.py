@@ -462,12 +462,15 @@ def cpu_snapshot() -> tuple[float, float, float]:
     return time.monotonic(), busy, ours
 
 
-def foreign_cpu(before: tuple[float, float, float],
-                 after: tuple[float, float, float]) -> dict[str, Any]:
-    """CPU the machine spent on anything but this benchmark while the size ran."""
+def foreign_cpu(before: tuple[float, float, float], after: tuple[float, float, float],
+                unreaped_cpu_s: float = 0.0) -> dict[str, Any]:
+    """CPU the machine spent on anything but this benchmark while the size ran.
+
+    `unreaped_cpu_s`: CPU of the benchmark's own processes that this process does not reap
+    (a browser's), measured by the benchmark before they exited."""
     wall = after[0] - before[0]
     busy = after[1] - before[1]
-    ours = after[2] - before[2]
+    ours = after[2] - before[2] + unreaped_cpu_s
     cores = psutil.cpu_count() or 1
     foreign = max(0.0, busy - ours)
     share = foreign / (wall * cores) if wall > 0 else 0.0

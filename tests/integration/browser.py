@@ -26,8 +26,10 @@ class BrowserMissingError(RuntimeError):
 
 
 @contextmanager
-def chromium() -> Iterator[webdriver.Chrome]:
-    """A fresh headless Chromium (its own profile directory) that logs the page's console."""
+def chromium(command_timeout_s: int = 120) -> Iterator[webdriver.Chrome]:
+    """A fresh headless Chromium (its own profile directory) that logs the page's console.
+
+    command_timeout_s bounds each call to the driver: longer than any script timeout set."""
     binary, driver = shutil.which(CHROMIUM), shutil.which(CHROMEDRIVER)
     if binary is None or driver is None:
         raise BrowserMissingError("headless browser tests need Debian's chromium and "
@@ -39,6 +41,7 @@ def chromium() -> Iterator[webdriver.Chrome]:
         options.add_argument(flag)
     options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
     browser = webdriver.Chrome(service=Service(executable_path=driver), options=options)
+    browser.command_executor.client_config.timeout = command_timeout_s  # type: ignore[union-attr]
     try:
         yield browser
     finally:
