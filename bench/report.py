@@ -75,7 +75,8 @@ def _steady_targets(size: dict[str, Any]) -> list[dict[str, Any]]:
         {"target": f"32 clients for {C32_MIN_DURATION_S} s: 0 errors, p99 <= "
                    f"{C32_P99_MAX_MS:g} ms",
          "measured": f"{c32['errors']} errors, p99 {_ms(c32['p99_ms'])} ms over "
-                     f"{c32['duration_s']:g} s",
+                     f"{c32['duration_s']:g} s; the warm instance's answers by status "
+                     f"{warm.get('answers_by_status', {})}",
          "met": c32["errors"] == 0 and c32["p99_ms"] is not None
          and c32["p99_ms"] <= C32_P99_MAX_MS and c32["duration_s"] >= C32_MIN_DURATION_S - 1},
         {"target": "<= one fan-out per freshness interval per worker",

@@ -437,6 +437,9 @@ def _warm_phase(service: GunicornService, world: World, plan: Plan,
                                                     timeout_s=None, cached=True)
     out["memory"] = _memory(service)
     out["gunicorn_worker_timeouts"] = service.count_in_log("WORKER TIMEOUT")
+    # wrk counts answers that were not 2xx/3xx; the access log says which they were.
+    out["answers_by_status"] = service.statuses(PATH)
+    out["log_problems"] = service.problems()
     return out
 
 

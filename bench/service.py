@@ -5,11 +5,13 @@ from __future__ import annotations
 import contextlib
 import http.client
 import os
+import re
 import signal
 import socket
 import subprocess
 import threading
 import time
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -282,6 +284,25 @@ class GunicornService:
                 return sum(1 for line in log if needle.encode() in line)
         except OSError:
             return 0
+
+    def statuses(self, path: str) -> dict[str, int]:
+        """How many answers to GET `path` the access log shows, by status code."""
+        pattern = re.compile(rb"GET " + re.escape(path.encode()) + rb" (\d{3}) ")
+        try:
+            with self.log_path.open("rb") as log:
+                found = Counter(m.group(1).decode() for line in log
+                                if (m := pattern.search(line)))
+        except OSError:
+            return {}
+        return dict(sorted(found.items()))
+
+    def problems(self, limit: int = 5) -> list[str]:
+        """The first WARNING and ERROR lines of the log: why answers were not 200."""
+        try:
+            lines = self.log_path.read_text(errors="replace").splitlines()
+        except OSError:
+            return []
+        return [line[:300] for line in lines if " WARNING " in line or " ERROR " in line][:limit]
 
     def stop(self) -> None:
         """Stop sampling, then SIGTERM gunicorn; SIGKILL its process group if it lingers."""

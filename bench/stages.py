@@ -22,7 +22,7 @@ from typing import Any, ParamSpec, TypedDict, TypeVar
 import orjson
 
 from app.api.envelope import envelope_bytes
-from app.api.gpu import dump_gpus
+from app.api.gpu import dump_gpus, idle_rule
 from app.cache import make_entry
 from app.health.queries import HealthWindow
 from app.prometheus.client import QueryResult
@@ -80,7 +80,8 @@ def measure(plan: Plan, floor: FloorClient, *, count: int = 7,
 
     def produce() -> bytes:
         # What the view runs on a cache miss (detection is already cached there).
-        rows = list_gpus(plan.client, plan.dialects, filters, health=HealthWindow())
+        rows = list_gpus(plan.client, plan.dialects, filters, health=HealthWindow(),
+                         idle=idle_rule(plan.config))
         return make_entry(envelope_bytes(dump(rows), MESSAGE)).body
 
     samples: dict[str, list[float]] = {name: [] for name in (
