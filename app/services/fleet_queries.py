@@ -93,15 +93,24 @@ def threshold_of(source: Source, percent: float) -> str:
 
 
 def idle_queries(dialect: Dialect, filters: GpuFilters, rule: IdleRule) -> dict[QueryKey, str]:
-    """First round: each GPU's utilization maximum over the idle window, per source."""
+    """First round: each GPU's utilization maximum over the idle window, per source.
+
+    As in the GPU list, a fallback source (dcgm's engine activity) is asked only for the
+    GPUs whose earlier sources report nothing now: those GPUs take their utilization from
+    it, every other GPU from an earlier source, so its answer stays small.
+    """
     identity = dialect.labels.identity()
-    return {
-        ("idle", "max", str(position)): aggregate(
-            "max", identity,
-            _ranged("max_over_time", source.metric, _base(dialect, source, filters),
-                    rule.window))
-        for position, source in enumerate(utilization_sources(dialect))
-    }
+    queries: dict[QueryKey, str] = {}
+    earlier: list[str] = []
+    for position, source in enumerate(utilization_sources(dialect)):
+        base = _base(dialect, source, filters)
+        query = aggregate("max", identity,
+                          _ranged("max_over_time", source.metric, base, rule.window))
+        if earlier:
+            query = f"({query}) unless on ({', '.join(identity)}) ({' or '.join(earlier)})"
+        queries[("idle", "max", str(position))] = query
+        earlier.extend(selectors(source.metric, base))
+    return queries
 
 
 def device_label(dialect: Dialect) -> str | None:

@@ -70,6 +70,24 @@ def test_forced_dialect_serves_published_gpu_values(
     assert 0 <= sample_age(body["data"][0]["timestamp"]) < 120
 
 
+def test_idle_time_comes_from_the_source_each_gpu_takes_its_utilization_from(
+        store_world: PrometheusServer, api_server: Callable[..., ApiServer]) -> None:
+    # dc- nodes have GPU_UTIL; dg- nodes only the engine activity, which the idle maximum
+    # then comes from. The store has held every value unchanged since it started, less
+    # than the 30-minute idle window: a GPU below 5 % has been idle all along (1800 s).
+    api = api_server(PROMETHEUS_URL=store_world.url, METRICS_DIALECT="dcgm")
+    rows = api.get("/api/v1/gpu/metrics").json()["data"]
+    for prefix in ("dc-", "dg-"):
+        mine = [r for r in rows if r["node_name"].startswith(prefix)
+                and r["utilization"] is not None]
+        assert mine, prefix
+        for row in mine:
+            where = f"{row['node_name']}/{row['gpu_index']}/{row['mig_instance']}"
+            want = 0.0 if row["utilization"] >= 5 else 1800.0
+            assert row["idle_seconds"] == want, (where, row["utilization"])
+        assert {r["utilization"] >= 5 for r in mine} == {True, False}, prefix
+
+
 @pytest.mark.parametrize("dialect", ["legacy", "gpu-metrics", "nvidia-smi", "nvitop"])
 def test_forced_dialect_serves_published_processes(
         store_world: PrometheusServer, api_server: Callable[..., ApiServer], dialect: str) -> None:

@@ -55,7 +55,7 @@ CLUSTERS: tuple[Cluster, ...] = (
     Cluster("dcgm-hostname", ClusterSpec(nodes=2, gpus_per_node=3, seed=15, node_prefix="dh-"),
             target_labels=tuple(DCGM_HONORED_TARGET_LABELS.items())),
     # A custom counter set without GPU_UTIL: utilization comes from the engine activity.
-    Cluster("dcgm-no-gpu-util", ClusterSpec(nodes=1, gpus_per_node=3, seed=19,
+    Cluster("dcgm-no-gpu-util", ClusterSpec(nodes=1, gpus_per_node=3, seed=30,
                                             node_prefix="dg-"),
             honor_labels=False, target_labels=tuple(DCGM_TARGET_LABELS.items())),
     # No NODE_NAME given: Hostname is each node's exporter pod. One cluster relabels the

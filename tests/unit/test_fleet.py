@@ -48,9 +48,14 @@ def test_idle_round_one_is_one_max_over_time_per_utilization_source() -> None:
         "max by (Hostname, hostname, gpu, UUID, GPU_I_ID, GPU_I_PROFILE, modelName) "
         '(max_over_time(DCGM_FI_DEV_GPU_UTIL{Hostname="n1", GPU_I_ID=""}[1800s]) or '
         'max_over_time(DCGM_FI_DEV_GPU_UTIL{hostname="n1", GPU_I_ID=""}[1800s]))')
-    # The engine activity is a 0-1 ratio: the query itself is unit-free.
-    assert "DCGM_FI_PROF_GR_ENGINE_ACTIVE{Hostname=\"n1\"}[1800s]" in \
-        queries[("idle", "max", "1")]
+    # The engine activity is a 0-1 ratio: the query itself is unit-free. It is asked only
+    # for the GPUs without GPU_UTIL now, as the list's utilization is.
+    fallback = queries[("idle", "max", "1")]
+    assert "DCGM_FI_PROF_GR_ENGINE_ACTIVE{Hostname=\"n1\"}[1800s]" in fallback
+    assert fallback.endswith(
+        ") unless on (Hostname, hostname, gpu, UUID, GPU_I_ID, GPU_I_PROFILE, modelName) "
+        '(DCGM_FI_DEV_GPU_UTIL{Hostname="n1", GPU_I_ID=""} or '
+        'DCGM_FI_DEV_GPU_UTIL{hostname="n1", GPU_I_ID=""})')
 
 
 def test_round_two_names_the_gpus_and_keeps_the_busy_samples_own_time() -> None:
