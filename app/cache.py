@@ -7,8 +7,11 @@ per worker process, and concurrent misses share one fan-out. What an older answe
 - younger than `ttl`: served as is;
 - older, while its background refresh is in flight: served as is for up to `stale_for`
   seconds past `ttl` (stale-while-revalidate), so pollers never wait on a slow fan-out;
-- past that, with the refresh still in flight (Prometheus hangs): `RefreshOverdueError`,
-  a 504, at once, rather than waiting up to the client's read timeout for the refresh;
+- past that, with the refresh still waiting on Prometheus and no answer for `stale_for`
+  seconds (Prometheus hangs): `RefreshOverdueError`, a 504, at once, rather than waiting up
+  to the client's read timeout for the refresh. A refresh whose queries keep coming back,
+  or that has its answers and is joining them on a busy worker, is not overdue: the stored
+  answer is served on, its age saying how old it is (`app.prometheus.watch`);
 - once a refresh has failed: the next request asks again synchronously (one flight for
   every caller), so it gets the failure exactly as an uncached request would, or fresh
   data if Prometheus is back.
@@ -34,6 +37,7 @@ from typing import Generic, Protocol, TypeVar
 from cachetools import LRUCache
 
 from app.prometheus.errors import PrometheusError, PrometheusTimeoutError
+from app.prometheus.watch import UpstreamWatch, watching
 
 V = TypeVar("V")
 
@@ -142,6 +146,7 @@ class _Flight:
     future: Future[CachedBody]
     started_at: float
     background: bool  # a refresh while the old answer is served, not a caller waiting
+    watch: UpstreamWatch  # how long Prometheus has owed it an answer
 
 
 class ResponseCache:
@@ -193,14 +198,20 @@ class ResponseCache:
             observe("hit")
             return Served(slot.entry, age)
         problem = slot.failure
+        window = self.stale_for if stale_for is None else stale_for
         if problem is None:
-            if age < self.ttl + (self.stale_for if stale_for is None else stale_for):
+            if age < self.ttl + window:
                 self._refresh_in_background(key, produce)
                 observe("stale")
                 return Served(slot.entry, age)
             flight = self._flight(key)
             if flight is not None and flight.background:
-                problem = RefreshOverdueError(upstream, now - flight.started_at)
+                silent = flight.watch.silent_for()
+                if silent < window:
+                    # Prometheus answers; the refresh is slow on our side (a busy worker).
+                    observe("stale")
+                    return Served(slot.entry, age)
+                problem = RefreshOverdueError(upstream, silent)
         if isinstance(problem, PrometheusError) and age < stale_if_error:
             self._refresh_in_background(key, produce)  # keep trying; nobody waits on it
             observe("stale_if_error")
@@ -232,7 +243,7 @@ class ResponseCache:
             if flight is not None:
                 self.collapsed += 1
                 return flight, False
-            flight = _Flight(Future(), self._clock(), background)
+            flight = _Flight(Future(), self._clock(), background, UpstreamWatch(self._clock))
             self._inflight[key] = flight
             return flight, True
 
@@ -256,7 +267,9 @@ class ResponseCache:
     def _fill(self, key: Hashable, produce: Callable[[], bytes], flight: _Flight) -> None:
         """Produce the body we claimed, store it (or the failure), and tell every waiter."""
         try:
-            entry = make_entry(produce(), self._clock())
+            with watching(flight.watch):
+                body = produce()
+            entry = make_entry(body, self._clock())
         except BaseException as exc:
             slot = self._entries.get(key)
             if isinstance(slot, _Slot):  # a failed miss leaves nothing behind to mark

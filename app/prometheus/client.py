@@ -32,6 +32,7 @@ from app.prometheus.errors import (
     PrometheusUnavailableError,
 )
 from app.prometheus.promql import check_label_name
+from app.prometheus.watch import upstream_call
 from app.telemetry import request_id
 
 logger = logging.getLogger(__name__)
@@ -349,7 +350,9 @@ class PrometheusClient:
         started = time.monotonic()
         failure: BaseException | None = None
         try:
-            response, body = self._exchange(path, params, deadline, allow_post=allow_post)
+            with upstream_call():
+                response, body = self._exchange(path, params, deadline,
+                                                allow_post=allow_post)
             return _decode(response, body, self.display_url)
         except BaseException as exc:
             failure = exc

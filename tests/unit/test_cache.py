@@ -18,6 +18,7 @@ from app.prometheus.errors import (
     PrometheusTimeoutError,
     PrometheusUnavailableError,
 )
+from app.prometheus.watch import upstream_call
 from tests.cache_doubles import Backlog, FakeClock
 
 DOWN = "Prometheus at http://prom.test:9090 is unreachable: connection refused"
@@ -334,6 +335,66 @@ def test_a_slow_answer_is_served_while_its_refresh_runs_for_its_own_stale_window
     assert produce.calls == 1 and len(backlog.tasks) == 1
     backlog.run()
     assert cache.get("k", produce, stale_for=60).body == b"v2"
+
+
+class TwoRoundProducer:
+    """After a first quick answer: a production in two rounds, each a request to Prometheus
+    held until the test answers it, with local work in between (a busy worker's join)."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+        self.reached = [threading.Event() for _ in range(3)]
+        self.release = [threading.Event() for _ in range(3)]
+
+    def _step(self, number: int) -> None:
+        self.reached[number].set()
+        assert self.release[number].wait(10), "the test never released this step"
+
+    def __call__(self) -> bytes:
+        self.calls += 1
+        if self.calls > 1:
+            with upstream_call():
+                self._step(0)  # Prometheus evaluates round one
+            self._step(1)  # the worker joins the answers
+            with upstream_call():
+                self._step(2)  # Prometheus evaluates round two
+        return f"v{self.calls}".encode()
+
+    def reach(self, number: int) -> None:
+        assert self.reached[number].wait(10), f"the producer never reached step {number}"
+
+
+def test_a_refresh_with_its_answers_in_is_not_overdue_but_a_silent_round_is() -> None:
+    clock, backlog = FakeClock(), Backlog()
+    cache = make_cache(ttl=5, stale_for=5, clock=clock, backlog=backlog)
+    produce = TwoRoundProducer()
+    cache.get("k", produce)
+    clock.advance(5)
+    assert cache.get("k", produce).body == b"v1"  # the refresh starts
+    refresh = threading.Thread(target=backlog.run)
+    refresh.start()
+    try:
+        produce.reach(0)
+        clock.advance(3)
+        produce.release[0].set()  # Prometheus answers round one at 8 s
+        produce.reach(1)
+        clock.advance(4)
+        # 12 s old, past ttl + stale, but Prometheus owes nothing: the worker is slow.
+        served = cache.get("k", produce)
+        assert (served.body, served.age) == (b"v1", 12)
+        produce.release[1].set()
+        produce.reach(2)  # round two asks Prometheus at 12 s
+        clock.advance(4.9)
+        assert cache.get("k", produce).body == b"v1"
+        clock.advance(0.1)
+        with pytest.raises(RefreshOverdueError, match=r"has not answered for 5\.0s"):
+            cache.get("k", produce)
+    finally:
+        for gate in produce.release:
+            gate.set()
+        refresh.join(10)
+    assert cache.get("k", produce).body == b"v2"
+    assert produce.calls == 2
 
 
 def test_an_overdue_refresh_that_lands_serves_its_answer() -> None:

@@ -31,6 +31,7 @@ from app.prometheus.errors import (
     PrometheusTimeoutError,
     PrometheusUnavailableError,
 )
+from app.prometheus.watch import UpstreamWatch, watching
 from tests.factories import api_body, series
 
 BASE = "http://prometheus.test:9090"
@@ -664,6 +665,29 @@ def test_query_many_returns_each_answer_under_its_key(
     assert set(answers) == set(queries)
     for key, promql in queries.items():
         assert answers[key].series[0]["metric"] == {"asked": promql}
+
+
+def test_every_request_of_a_fan_out_reports_to_the_productions_watch(
+    mock: responses.RequestsMock, client: PrometheusClient
+) -> None:
+    # The fan-out's threads run in copies of the caller's context, so the cache can tell
+    # a Prometheus that owes answers from a worker busy with the answers it has.
+    clock = [100.0]
+    watch = UpstreamWatch(lambda: clock[0])
+    owed_during: list[float] = []
+
+    def answer(request: requests.PreparedRequest) -> tuple[int, dict[str, str], str]:
+        with lock:
+            clock[0] += 1.0
+            owed_during.append(watch.silent_for())
+        return 200, {}, json.dumps(one_vector())
+
+    lock = threading.Lock()
+    mock.add_callback(responses.GET, QUERY_URL, callback=answer)
+    with watching(watch):
+        client.query_many({("a",): "a", ("b",): "b", ("c",): "c"})
+    assert len(owed_during) == 3 and all(owed > 0 for owed in owed_during)
+    assert watch.silent_for() == 0.0  # every answer is in: nothing owed
 
 
 def test_query_many_with_one_query_returns_it_under_its_key(
