@@ -144,7 +144,6 @@ class _Flight:
     """One production of a key under way; everyone asking meanwhile shares its outcome."""
 
     future: Future[CachedBody]
-    started_at: float
     background: bool  # a refresh while the old answer is served, not a caller waiting
     watch: UpstreamWatch  # how long Prometheus has owed it an answer
 
@@ -243,7 +242,7 @@ class ResponseCache:
             if flight is not None:
                 self.collapsed += 1
                 return flight, False
-            flight = _Flight(Future(), self._clock(), background, UpstreamWatch(self._clock))
+            flight = _Flight(Future(), background, UpstreamWatch(self._clock))
             self._inflight[key] = flight
             return flight, True
 

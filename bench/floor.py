@@ -1,8 +1,8 @@
 """The floor: the service's own fan-out of PromQL, issued straight to Prometheus.
 
 The queries come from the app itself (the state `build_state` wires, as for create_app;
-auto-detection fitted to what Prometheus holds; then `gpu_queries`, `health_queries` and
-`idle_queries`),
+auto-detection fitted to what Prometheus holds; then the list's own `list_queries`, with
+the health window and idle rule the view uses),
 so the floor moves with the app. The client is as small as it gets: a thread pool of
 plain `requests.get` calls that read the body and do not parse it.
 """
@@ -16,13 +16,12 @@ from dataclasses import dataclass, field
 
 import requests
 
-from app.api.gpu import idle_rule
+from app.api.gpu import ROW_HEALTH, idle_rule
 from app.config import Config, load_config
 from app.dialects.model import Dialect
-from app.health.queries import HealthWindow, health_queries
 from app.prometheus.client import PrometheusClient
-from app.services.fleet_queries import idle_queries
-from app.services.queries import QueryKey, gpu_queries
+from app.services.gpus import list_queries
+from app.services.queries import QueryKey
 from app.services.records import GpuFilters
 from app.state import AppState, build_state
 
@@ -63,14 +62,9 @@ def plan_for(prometheus_url: str) -> Plan:
     state = build_state(load_config({"PROMETHEUS_URL": prometheus_url}))
     detection = state.detection()
     plan = Plan(state=state, dialects=tuple(detection.dialects), notes=tuple(detection.notes))
+    rule = idle_rule(state.config)
     for dialect in detection.dialects:
-        for key, promql in gpu_queries(dialect, GpuFilters()).items():
-            plan.queries[(dialect.name, *key)] = promql
-        # The list's rows carry their health verdict: its queries are in the same fan-out.
-        for key, promql in health_queries(dialect, GpuFilters(), HealthWindow()).items():
-            plan.queries[(dialect.name, *key)] = promql
-        # And their idle time: each GPU's utilization maximum over the idle window.
-        for key, promql in idle_queries(dialect, GpuFilters(), idle_rule(state.config)).items():
+        for key, promql in list_queries(dialect, GpuFilters(), ROW_HEALTH, rule).items():
             plan.queries[(dialect.name, *key)] = promql
     return plan
 

@@ -22,9 +22,8 @@ from typing import Any, ParamSpec, TypedDict, TypeVar
 import orjson
 
 from app.api.envelope import envelope_bytes
-from app.api.gpu import dump_gpus, idle_rule
+from app.api.gpu import ROW_HEALTH, dump_gpus, idle_rule
 from app.cache import make_entry
-from app.health.queries import HealthWindow
 from app.prometheus.client import QueryResult
 from app.schemas.gpu import GpuSchema
 from app.services.gpu_join import join_gpus
@@ -80,7 +79,7 @@ def measure(plan: Plan, floor: FloorClient, *, count: int = 7,
 
     def produce() -> bytes:
         # What the view runs on a cache miss (detection is already cached there).
-        rows = list_gpus(plan.client, plan.dialects, filters, health=HealthWindow(),
+        rows = list_gpus(plan.client, plan.dialects, filters, health=ROW_HEALTH,
                          idle=idle_rule(plan.config))
         return make_entry(envelope_bytes(dump(rows), MESSAGE)).body
 

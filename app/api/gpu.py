@@ -35,7 +35,7 @@ _filter_args = GpuFilterArgsSchema()
 _metrics_args = GpuMetricsArgsSchema()
 _health_args = GpuHealthArgsSchema()
 # Every row of the list carries its verdict over the default window.
-_ROW_HEALTH = HealthWindow()
+ROW_HEALTH = HealthWindow()
 # The schemas are the contract; these dump what they would, fast enough for 8,000 rows.
 dump_gpus = compile_dumper(GpuSchema())
 dump_processes = compile_dumper(GpuProcessSchema())
@@ -57,7 +57,7 @@ def gpu_metrics() -> Response:
 
     def produce(prom: PrometheusClient, detection: Detection) -> object:
         return dump_gpus(list_gpus(prom, detection.dialects, query.filters, at=query.at,
-                                   health=_ROW_HEALTH, idle=idle))
+                                   health=ROW_HEALTH, idle=idle))
 
     # The snapshot of an instant is its own question: the instant is part of the key.
     return cached_answer(("metrics", query.filters, query.at), produce,
@@ -77,7 +77,7 @@ def gpu_processes() -> Response:
 
 def _judged_gpus(prom: PrometheusClient, dialects: Sequence[Dialect],
                  filters: GpuFilters, *, idle: IdleRule) -> list[Gpu]:
-    return list_gpus(prom, dialects, filters, health=_ROW_HEALTH, idle=idle)
+    return list_gpus(prom, dialects, filters, health=ROW_HEALTH, idle=idle)
 
 
 def idle_rule(config: Config) -> IdleRule:

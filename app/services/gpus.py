@@ -72,6 +72,19 @@ class GpuSnapshot:
     extra: dict[QueryKey, QueryResult] = field(default_factory=dict)
 
 
+def list_queries(dialect: Dialect, filters: GpuFilters, health: HealthWindow | None = None,
+                 idle: IdleRule | None = None, *, vanished: bool = False
+                 ) -> dict[QueryKey, str]:
+    """One dialect's first round of the GPU list: its fields, and with `health` and
+    `idle` the queries of the verdict and idle time its rows carry."""
+    queries = gpu_queries(dialect, filters)
+    if health is not None:
+        queries.update(health_queries(dialect, filters, health, vanished=vanished))
+    if idle is not None:
+        queries.update(idle_queries(dialect, filters, idle))
+    return queries
+
+
 def read_gpus(
     prom: PrometheusClient, dialects: Sequence[Dialect], filters: GpuFilters,
     at: float | None = None, health: HealthWindow | None = None, *, vanished: bool = False,
@@ -85,20 +98,15 @@ def read_gpus(
     queries (keyed without a dialect) ride in the same fan-out; their answers are in the
     snapshot's `extra`.
     """
-    plans = {d.name: gpu_queries(d, filters) for d in dialects}
+    plans = {d.name: list_queries(d, filters, health, idle, vanished=vanished)
+             for d in dialects}
+    # The join reads only the field, info and index answers among its plan's.
     joins = {d.name: GpuJoin(d, plans[d.name]) for d in dialects}
     judges = {d.name: HealthJoin(d, health) for d in dialects} if health else {}
     idlers = {d.name: IdleJoin(d, idle) for d in dialects} if idle else {}
     windows = {d.name: WindowJoin(d, window) for d in dialects} if window else {}
     queries: dict[tuple[str, ...], str] = {(name, *key): promql for name, plan in plans.items()
                                            for key, promql in plan.items()}
-    if health is not None:
-        queries.update({(d.name, *key): promql for d in dialects
-                        for key, promql in health_queries(d, filters, health,
-                                                          vanished=vanished).items()})
-    if idle is not None:
-        queries.update({(d.name, *key): promql for d in dialects
-                        for key, promql in idle_queries(d, filters, idle).items()})
     queries.update({(name, *key): promql for name, joiner in windows.items()
                     for key, promql in joiner.queries(filters).items()})
     queries.update({("", *key): promql for key, promql in (extra or {}).items()})
