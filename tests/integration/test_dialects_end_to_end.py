@@ -86,6 +86,10 @@ def test_idle_time_comes_from_the_source_each_gpu_takes_its_utilization_from(
             want = 0.0 if row["utilization"] >= 5 else 1800.0
             assert row["idle_seconds"] == want, (where, row["utilization"])
         assert {r["utilization"] >= 5 for r in mine} == {True, False}, prefix
+    # Written by hand from the lab (seed 30): dg-001's engine activity is 0.50, 0.00, 0.81.
+    fallback = {r["gpu_index"]: (r["utilization"], r["idle_seconds"])
+                for r in rows if r["node_name"] == "dg-001"}
+    assert fallback == {0: (50.0, 0.0), 1: (0.0, 1800.0), 2: (81.0, 0.0)}
 
 
 @pytest.mark.parametrize("dialect", ["legacy", "gpu-metrics", "nvidia-smi", "nvitop"])
