@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterator
 
 import pytest
@@ -11,6 +12,21 @@ from flask.testing import FlaskClient
 
 from app import create_app
 from tests.fakes import PROM_URL, FakePrometheus
+
+
+@pytest.fixture(autouse=True)
+def _no_logging_into_closed_captures() -> Iterator[None]:
+    """Drop root handlers left writing to a test's capture once that capture is closed.
+
+    An app logs to the stdout of when it was built, capsys' in some tests; threads that
+    outlive the test (a module's simulated exporter) would then log into a closed file.
+    """
+    yield
+    root = logging.getLogger()
+    for handler in list(root.handlers):
+        stream = getattr(handler, "stream", None)
+        if getattr(stream, "closed", False):
+            root.removeHandler(handler)
 
 
 @pytest.fixture
