@@ -78,16 +78,19 @@ class FloorClient:
     """
 
     def __init__(self, prometheus_url: str, queries: Mapping[tuple[str, ...], str],
-                 threads: int, *, keep_alive: bool = False) -> None:
+                 threads: int, *, keep_alive: bool = False,
+                 accept_encoding: str | None = None) -> None:
         self._url = prometheus_url.rstrip("/") + "/api/v1/query"
-        # The same encoding the service asks for, so both make Prometheus do the same work.
-        self._headers = {"Accept-Encoding": Config().prometheus_compression}
+        # By default the encoding the service asks for, so both make Prometheus do the same
+        # work; `accept_encoding` measures another PROMETHEUS_COMPRESSION.
+        self._headers = {"Accept-Encoding": accept_encoding or Config().prometheus_compression}
         self._queries = dict(queries)
         self._pool = ThreadPoolExecutor(max_workers=max(1, threads),
                                         thread_name_prefix="floor")
         self._keep_alive = keep_alive
         self._local = threading.local()
-        self.last_sizes: dict[tuple[str, ...], int] = {}
+        self.last_sizes: dict[tuple[str, ...], int] = {}  # decoded bodies
+        self.last_wire_sizes: dict[tuple[str, ...], int] = {}  # as sent, compressed or not
 
     def _http_get(self) -> Callable[..., requests.Response]:
         if not self._keep_alive:
@@ -97,21 +100,23 @@ class FloorClient:
             session = self._local.session = requests.Session()
         return session.get
 
-    def _get(self, promql: str) -> bytes:
+    def _get(self, promql: str) -> tuple[bytes, int]:
+        """One answer's decoded body and the bytes it took on the wire."""
         response = self._http_get()(self._url, params={"query": promql},
                                     headers=self._headers, timeout=(3.05, 60.0))
-        body = response.content
+        body = response.content  # decompressed by requests, as the service's client does
         if response.status_code != 200:
             raise RuntimeError(f"Prometheus answered HTTP {response.status_code} to "
                                f"{promql[:120]!r}: {body[:200]!r}")
-        return body
+        return body, response.raw.tell()  # urllib3 counts the bytes read before decoding
 
     def fetch(self) -> dict[tuple[str, ...], bytes]:
         """Run one whole fan-out and return each answer's raw body."""
         futures = {key: self._pool.submit(self._get, q) for key, q in self._queries.items()}
-        bodies = {key: future.result(timeout=120) for key, future in futures.items()}
-        self.last_sizes = {key: len(body) for key, body in bodies.items()}
-        return bodies
+        answers = {key: future.result(timeout=120) for key, future in futures.items()}
+        self.last_sizes = {key: len(body) for key, (body, _) in answers.items()}
+        self.last_wire_sizes = {key: wire for key, (_, wire) in answers.items()}
+        return {key: body for key, (body, _) in answers.items()}
 
     def close(self) -> None:
         """Stop the thread pool."""

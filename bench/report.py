@@ -146,6 +146,9 @@ def table(size: dict[str, Any]) -> str:
         ("floor, keep-alive sessions", floor["keep_alive"],
          ratio(floor["keep_alive"]["p50_ms"], floor["p50_ms"]),
          ratio(floor["keep_alive"]["p90_ms"], floor["p90_ms"])),
+        *([("floor, Prometheus gzip", floor["gzip"],
+            ratio(floor["gzip"]["p50_ms"], floor["p50_ms"]),
+            ratio(floor["gzip"]["p90_ms"], floor["p90_ms"]))] if "gzip" in floor else []),
         ("cold: CACHE_TTL=0", cold["sequential"], ratios["cold_p50_over_floor_p50"],
          ratios["cold_p90_over_floor_p90"]),
         ("warm: default cache", warm["sequential"], ratios["warm_p50_over_floor_p50"],
@@ -164,6 +167,14 @@ def table(size: dict[str, Any]) -> str:
             f"{floor_cpu['prometheus']:.0f} + client {floor_cpu['client']:.0f}; cold = "
             f"Prometheus {cold_cpu['prometheus']:.0f} + gunicorn worker "
             f"{cold_cpu['service_workers']:.0f} + client {cold_cpu['client']:.0f}"
+        )
+    gzip_floor = floor.get("gzip", {})  # results from before this variant lack it
+    if gzip_floor.get("cpu_ms"):
+        lines.append(
+            f"  Prometheus gzip: {_mb(floor.get('wire_bytes_total'))} -> "
+            f"{_mb(gzip_floor.get('wire_bytes_total'))} on the wire per fan-out; CPU "
+            f"Prometheus {gzip_floor['cpu_ms']['prometheus']:.0f} + client "
+            f"{gzip_floor['cpu_ms']['client']:.0f} ms"
         )
     consistency = size["consistency"]
     lines.append(

@@ -92,6 +92,9 @@ def run_size(size: Size, dialect: str, scrape_interval_s: int, budget: Budget,
         floor = FloorClient(world.prometheus_url, plan.queries, plan.config.query_threads)
         keep_alive = FloorClient(world.prometheus_url, plan.queries,
                                  plan.config.query_threads, keep_alive=True)
+        # What PROMETHEUS_COMPRESSION=gzip would change: bytes on the wire against CPU.
+        gzip_floor = FloorClient(world.prometheus_url, plan.queries,
+                                 plan.config.query_threads, accept_encoding="gzip")
         try:
             if only is None:
                 count, seconds = budget.stage
@@ -101,8 +104,9 @@ def run_size(size: Size, dialect: str, scrape_interval_s: int, budget: Budget,
                 logger.info("[%s] cold instance (CACHE_TTL=0), floor interleaved", size.label)
                 with GunicornService("cold-" + size.label, world.prometheus_url, log_dir,
                                      cache_ttl="0") as cold:
-                    out["floor"], out["cold"] = _cold_phase(cold, world, plan, floor,
-                                                            keep_alive, budget)
+                    out["floor"], out["cold"] = _cold_phase(
+                        cold, world, plan, {"floor": floor, "keep_alive": keep_alive,
+                                            "gzip": gzip_floor}, budget)
                 logger.info("[%s] floor p50 %.1f ms, cold p50 %.1f ms", size.label,
                             out["floor"]["p50_ms"], out["cold"]["sequential"]["p50_ms"])
             logger.info("[%s] first requests of %d fresh instances, %g s after livez",
@@ -112,8 +116,8 @@ def run_size(size: Size, dialect: str, scrape_interval_s: int, budget: Budget,
                 world, floor, log_dir, starts=budget.first_request_starts,
                 delay_s=budget.first_request_delay_s)
         finally:
-            floor.close()
-            keep_alive.close()
+            for client in (floor, keep_alive, gzip_floor):
+                client.close()
             plan.client.close()
         if only is None:
             logger.info("[%s] warm instance (default cache)", size.label)
@@ -294,18 +298,18 @@ def _memory(service: GunicornService) -> dict[str, Any]:
     }
 
 
-def _interleaved(service: GunicornService, floor: FloorClient, keep_alive: FloorClient,
+def _interleaved(service: GunicornService, floors: dict[str, FloorClient],
                  count: int, budget_s: float, prometheus: psutil.Process | None,
                  ) -> tuple[dict[str, list[float]], dict[str, dict[str, list[float]]],
                             Reply | None, int]:
-    """Floor, keep-alive floor and one cold request in turn, never overlapping.
+    """Each floor variant and one cold request in turn, never overlapping.
 
-    Prometheus' speed drifts (scrapes, compaction, Go GC): alternating the three in one
-    loop exposes them to the same conditions, so their ratio is like for like. The order
+    Prometheus' speed drifts (scrapes, compaction, Go GC): alternating them in one loop
+    exposes them all to the same conditions, so their ratio is like for like. The order
     rotates each round so none of them always follows another.
     """
     client = HttpClient(service.port)
-    durations: dict[str, list[float]] = {"floor": [], "keep_alive": [], "cold": []}
+    durations: dict[str, list[float]] = {name: [] for name in (*floors, "cold")}
     # CPU seconds each step cost Prometheus, the gunicorn workers and this process.
     cpu: dict[str, dict[str, list[float]]] = {
         name: {"prometheus": [], "service_workers": [], "client": []} for name in durations}
@@ -321,7 +325,7 @@ def _interleaved(service: GunicornService, floor: FloorClient, keep_alive: Floor
         last = reply
 
     steps: list[tuple[str, Callable[[], object]]] = [
-        ("floor", floor.fetch), ("keep_alive", keep_alive.fetch), ("cold", cold)]
+        *((name, floor.fetch) for name, floor in floors.items()), ("cold", cold)]
     started = time.monotonic()
     try:
         for round_number in range(count):
@@ -364,19 +368,25 @@ class _NotOk(Exception):
     """A cold request that did not answer 200 (counted, not timed)."""
 
 
-def _cold_phase(service: GunicornService, world: World, plan: Plan, floor: FloorClient,
-                keep_alive: FloorClient, budget: Budget) -> tuple[dict, dict]:
+def _cold_phase(service: GunicornService, world: World, plan: Plan,
+                floors: dict[str, FloorClient], budget: Budget) -> tuple[dict, dict]:
+    """`floors`: "floor" (as the service asks), "keep_alive" and "gzip" variants."""
     out: dict[str, Any] = {"warm_up": _warm_up(service)}
-    floor.fetch()  # untimed: first touch of these queries and connections
-    keep_alive.fetch()
+    for client in floors.values():
+        client.fetch()  # untimed: first touch of these queries and connections
     count, seconds = budget.cold
-    durations, cpu, body, non_200 = _interleaved(service, floor, keep_alive, count, seconds,
+    durations, cpu, body, non_200 = _interleaved(service, floors, count, seconds,
                                                  world.prometheus_process())
+    floor, gzip_floor = floors["floor"], floors["gzip"]
     floor_out: dict[str, Any] = {
         **asdict(Summary.of(durations["floor"])),
         "keep_alive": asdict(Summary.of(durations["keep_alive"])),
+        "gzip": {**asdict(Summary.of(durations["gzip"])),
+                 "cpu_ms": _median_cpu_ms(cpu["gzip"]),
+                 "wire_bytes_total": sum(gzip_floor.last_wire_sizes.values())},
         "cpu_ms": _median_cpu_ms(cpu["floor"]),
         "bytes_total": sum(floor.last_sizes.values()),
+        "wire_bytes_total": sum(floor.last_wire_sizes.values()),
         "bytes_per_query": {"/".join(k): v for k, v in floor.last_sizes.items()},
         "threads": plan.config.query_threads,
     }
