@@ -9,6 +9,7 @@ plain `requests.get` calls that read the body and do not parse it.
 
 from __future__ import annotations
 
+import gzip
 import threading
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -101,14 +102,24 @@ class FloorClient:
         return session.get
 
     def _get(self, promql: str) -> tuple[bytes, int]:
-        """One answer's decoded body and the bytes it took on the wire."""
+        """One answer's decoded body and the bytes its content took on the wire."""
+        compressed = self._headers["Accept-Encoding"] != "identity"
         response = self._http_get()(self._url, params={"query": promql},
-                                    headers=self._headers, timeout=(3.05, 60.0))
-        body = response.content  # decompressed by requests, as the service's client does
+                                    headers=self._headers, timeout=(3.05, 60.0),
+                                    stream=compressed)
+        if compressed:
+            # The body as sent (chunked framing removed), then decoded as requests would.
+            with response:
+                wire = response.raw.read(decode_content=False)
+            encoded = response.headers.get("Content-Encoding") == "gzip"
+            body = gzip.decompress(wire) if encoded else wire
+        else:
+            body = response.content
+            wire = body
         if response.status_code != 200:
             raise RuntimeError(f"Prometheus answered HTTP {response.status_code} to "
                                f"{promql[:120]!r}: {body[:200]!r}")
-        return body, response.raw.tell()  # urllib3 counts the bytes read before decoding
+        return body, len(wire)
 
     def fetch(self) -> dict[tuple[str, ...], bytes]:
         """Run one whole fan-out and return each answer's raw body."""
