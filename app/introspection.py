@@ -6,6 +6,7 @@ The debug endpoints (app/api/debug.py) serve these; they read only this process.
 from __future__ import annotations
 
 import collections
+import gc
 import os
 import resource
 import sys
@@ -18,6 +19,25 @@ from typing import Any
 from app.state import RequestStats
 
 SAMPLE_INTERVAL_S = 0.01
+_FRAMES_LOCK = threading.Lock()
+
+
+def current_frames() -> dict[int, FrameType]:
+    """sys._current_frames() with the garbage collector held off.
+
+    On CPython 3.11 a collection that starts inside it (any allocation can start one) may
+    run a finalizer that releases the GIL while the runtime's thread list is locked, and
+    the whole process deadlocks: CPython gh-106883, fixed by 3.12's collector timing only.
+    The lock keeps two callers from re-enabling the collector under each other.
+    """
+    with _FRAMES_LOCK:
+        enabled = gc.isenabled()
+        gc.disable()
+        try:
+            return sys._current_frames()
+        finally:
+            if enabled:
+                gc.enable()
 
 
 def _rss_bytes() -> int | None:
@@ -55,7 +75,7 @@ def thread_stacks() -> dict[str, list[str]]:
     names = {thread.ident: thread.name for thread in threading.enumerate()}
     return {
         f"{names.get(ident, 'unknown')} ({ident})": traceback.format_stack(frame)
-        for ident, frame in sys._current_frames().items()
+        for ident, frame in current_frames().items()
     }
 
 
@@ -84,7 +104,7 @@ def sample_profile(seconds: float, top: int) -> dict[str, Any]:
     samples = 0
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
-        for ident, frame in sys._current_frames().items():
+        for ident, frame in current_frames().items():
             if ident != me:
                 _count_stack(frame, leaf, inclusive)
                 samples += 1
